@@ -1,0 +1,99 @@
+"""Every knob of the service: one Settings class, read from the environment (12-factor).
+
+Each field's env var is its name in upper case (``max_batch_texts`` -> ``MAX_BATCH_TEXTS``).
+The README's configuration table lists the same fields; `python -m model settings` prints them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_ID = "distilbert-base-uncased-finetuned-sst-2-english"
+
+
+class ConfigurationError(SystemExit):
+    """Start-up stops with one line that says what to fix (exit status 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
+
+    # --- HTTP server -------------------------------------------------------------------------
+    port: int = Field(8080, ge=1, le=65535, description="TCP port bound on 0.0.0.0 (Knative sets PORT).")
+    web_concurrency: int = Field(1, ge=1, le=64, description="Gunicorn worker processes; each loads the model.")
+    gunicorn_threads: int = Field(32, ge=1, le=1024, description="Request threads per worker; they wait on the batcher.")
+    request_timeout_seconds: int = Field(60, ge=1, description="Gunicorn worker timeout: a worker silent this long is restarted.")
+    graceful_timeout_seconds: int = Field(25, ge=1, description="On SIGTERM, time given to in-flight requests before exit.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of the service.")
+    keepalive_seconds: int = Field(
+        95, ge=0, le=3600,
+        description="Idle seconds a client connection is kept open; above the 90 s idle timeout of Go proxies "
+        "(Knative queue-proxy, activator) so the proxy, not Gunicorn, closes idle connections.",
+    )
+    access_log: bool = Field(False, description="One log line per request on stdout; off by default (throughput).")
+    k_revision: str | None = Field(None, description="Knative revision name (Knative sets K_REVISION); sent as X-Revision.")
+
+    # --- API limits (shared/API.md) ----------------------------------------------------------
+    max_batch_texts: int = Field(128, ge=1, le=4096, description="Most texts in one request.")
+    max_text_chars: int = Field(20000, ge=1, description="Most characters in one text.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+    retry_after_seconds: int = Field(1, ge=1, description="Retry-After sent with every 503.")
+
+    # --- Model and engine --------------------------------------------------------------------
+    model_id: str = Field(DEFAULT_MODEL_ID, description="Hugging Face model id, used when MODEL_DIR is unset.")
+    model_revision: str | None = Field(None, description="Hub revision (commit) of MODEL_ID; unset = the hub's default.")
+    model_dir: Path | None = Field(None, description="Local checkpoint or built artifact; wins over MODEL_ID.")
+    artifact_cache_dir: Path = Field(
+        Path(os.path.expanduser("~/.cache/sentiment-service")),
+        description="Where a plain checkpoint is built into an ONNX artifact on first start.",
+    )
+    backend: Literal["onnx", "torch"] = Field("onnx", description="Inference engine: onnx (serving) or torch (reference).")
+    precision: Literal["fp32", "int8", "bf16"] = Field(
+        "fp32", description="onnx: fp32 or int8; torch: fp32 or bf16."
+    )
+    max_sequence_tokens: int = Field(512, ge=8, le=8192, description="Longer texts are truncated to this many tokens.")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="Engine threads per worker; 0 = CPUs / WEB_CONCURRENCY.")
+
+    # --- Dynamic batching --------------------------------------------------------------------
+    batching: bool = Field(True, description="Cross-request batching; off runs each request alone.")
+    batch_max_texts: int = Field(64, ge=1, le=4096, description="Most texts in one engine batch.")
+    batch_max_tokens: int = Field(8192, ge=64, description="Most padded tokens (texts x longest) in one engine batch.")
+    queue_max_texts: int = Field(1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After.")
+
+    # --- Redis cache -------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = no cache.")
+    cache_ttl_seconds: int = Field(86400, ge=1, description="Lifetime of a cached prediction.")
+    cache_key_prefix: str = Field("sentiment:", description="Prefix of every cache key, to share a Redis.")
+    cache_timeout_seconds: float = Field(0.05, gt=0, le=10, description="Socket timeout of each Redis call.")
+    cache_retry_seconds: float = Field(2.0, ge=0, le=300, description="After a Redis failure, bypass it this long before retrying.")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "Settings":
+        allowed = {"onnx": ("fp32", "int8"), "torch": ("fp32", "bf16")}[self.backend]
+        if self.precision not in allowed:
+            raise ValueError(f"PRECISION={self.precision} does not go with BACKEND={self.backend}; use one of {allowed}")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return self
+
+
+def load_settings() -> Settings:
+    """Read the environment; a bad value stops start-up with one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "_".join(str(part) for part in first["loc"]).upper() or "configuration"
+        raise ConfigurationError(f"invalid configuration: {name}: {first['msg']}") from None
