@@ -1,0 +1,537 @@
+"""HTTP layer of the sentiment service: Flask app factory, routes, error handlers.
+
+This module knows HTTP and nothing of tensors: it validates requests with Pydantic, hands texts
+to one predictor object, and turns answers and failures into JSON. `gunicorn app:app` serves
+the module-level `app`, built on first access; gunicorn.conf.py loads the predictor in each
+worker after fork and attaches it with `attach_predictor`. An app without a predictor answers
+503 + Retry-After on /ready and predict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from flask import Flask, Response, current_app, g, request, send_from_directory
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic.json_schema import models_json_schema
+from pydantic_core import PydanticCustomError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+from model import metrics
+from model.batcher import Overloaded
+from model.settings import Settings, load_settings
+
+log = logging.getLogger("sentiment.http")
+
+SERVICE_NAME = "sentiment"
+PREDICT_ROUTES = ("/predict", "/project-predict")
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+REQUEST_ID_ALLOWED = re.compile(r"[^A-Za-z0-9._:/+=@-]")
+REQUEST_ID_MAX_CHARS = 128
+# "Not blank" means: contains a character outside this whitespace set. Spelled out so that the
+# pattern means the same in Python, in JSON Schema (ECMA regex) and to schema-driven clients.
+NOT_BLANK_PATTERN = (
+    r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+class LabelScore(BaseModel):
+    label: str = Field(description="A label of the model (its config's id2label).")
+    score: float = Field(ge=0, le=1, description="Softmax probability of the label.")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[list[LabelScore]] = Field(
+        description="One list per input text, in input order; each names every label once, highest score first."
+    )
+    model: str = Field(description="<model id>@<short fingerprint of the weights>.")
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong, for a human.")
+
+
+class ServerErrorResponse(BaseModel):
+    detail: str
+    request_id: str = Field(description="Quote it when reporting the problem; the server log has the details.")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where in the body: e.g. [\"text\", 3] is the fourth text.")
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[ValidationIssue]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+    model: str
+    cache: Literal["ok", "unavailable", "disabled"]
+
+
+def _require_not_blank(text: str) -> str:
+    if not _NOT_BLANK.search(text):
+        raise PydanticCustomError("string_blank", "Text must contain a character other than whitespace")
+    # JSON can carry lone surrogates ("\ud800"); the tokenizer cannot. Replace them, do not fail.
+    if _LONE_SURROGATE.search(text):
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _document_single_string_form(schema: dict[str, Any]) -> None:
+    """`text` also takes one string: say so in the schema (anyOf the item and the list)."""
+    listed = schema["properties"]["text"]
+    meta = {key: listed.pop(key) for key in ("title", "description") if key in listed}
+    schema["properties"]["text"] = {"anyOf": [listed["items"], listed], **meta}
+
+
+def make_predict_request(max_texts: int, max_chars: int) -> type[BaseModel]:
+    """The request model with the limits of this deployment (MAX_BATCH_TEXTS, MAX_TEXT_CHARS)."""
+    Text = Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=max_chars),
+        AfterValidator(_require_not_blank),
+        Field(json_schema_extra={"pattern": NOT_BLANK_PATTERN}),
+    ]
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra=_document_single_string_form)
+
+        text: list[Text] = Field(
+            min_length=1,
+            max_length=max_texts,
+            description=f"1..{max_texts} texts of 1..{max_chars} characters, not only whitespace; "
+            "or a single string. Texts longer than the model's window are truncated.",
+        )
+
+        @field_validator("text", mode="before")
+        @classmethod
+        def _single_string_is_a_list_of_one(cls, value: Any) -> Any:
+            return [value] if isinstance(value, str) else value
+
+    return PredictRequest
+
+
+# --- service state -------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceState:
+    """What the routes need besides the request: the predictor (None while loading), draining."""
+
+    settings: Settings
+    predict_request: type[BaseModel]
+    openapi: dict[str, Any]
+    predictor: Any = None
+    draining: bool = False
+
+
+def state() -> ServiceState:
+    return current_app.extensions[SERVICE_NAME]
+
+
+def attach_predictor(app: Flask, predictor) -> None:
+    """Make the app ready: from now on /ready says 200 and predict answers."""
+    app.extensions[SERVICE_NAME].predictor = predictor
+
+
+def start_draining(app: Flask) -> None:
+    """Shutdown began: /ready answers 503 so no new work is routed here."""
+    app.extensions[SERVICE_NAME].draining = True
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def unavailable(detail: str) -> ApiError:
+    return ApiError(503, detail, {"Retry-After": str(state().settings.retry_after_seconds)})
+
+
+def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(payload, status=status, headers=headers, mimetype="application/json")
+
+
+# --- app factory ---------------------------------------------------------------------------
+
+
+def create_app(predictor=None, settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    predict_request = make_predict_request(settings.max_batch_texts, settings.max_text_chars)
+    app.extensions[SERVICE_NAME] = ServiceState(
+        settings=settings, predict_request=predict_request, openapi=openapi_document(predict_request)
+    )
+    if predictor is not None:
+        attach_predictor(app, predictor)
+    _register_hooks(app)
+    _register_error_handlers(app)
+    _register_routes(app)
+    return app
+
+
+def _register_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = _request_id(request.headers.get("X-Request-ID"))
+        metrics.HTTP_REQUESTS_IN_FLIGHT.inc()
+        g.in_flight = True
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        revision = _revision()
+        if revision:
+            response.headers["X-Revision"] = revision
+        g.status = response.status_code
+        return response
+
+    @app.teardown_request
+    def _observe(_error: BaseException | None) -> None:
+        if not g.pop("in_flight", False):
+            return
+        metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        metrics.HTTP_REQUEST_DURATION.labels(route=route, method=method, status=str(g.get("status", 500))).observe(
+            time.perf_counter() - g.started
+        )
+
+
+def _request_id(supplied: str | None) -> str:
+    """Echo the caller's id, limited to safe characters and length; otherwise make one."""
+    cleaned = REQUEST_ID_ALLOWED.sub("", supplied or "")[:REQUEST_ID_MAX_CHARS]
+    return cleaned or uuid.uuid4().hex
+
+
+def _revision() -> str | None:
+    current = state()
+    if current.settings.k_revision:
+        return current.settings.k_revision
+    return current.predictor.model_string if current.predictor is not None else None
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return json_response({"detail": error.detail}, error.status, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        headers = {}
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        detail = {
+            404: "not found: no such path",
+            405: f"method {request.method[:16]} is not allowed here",
+            413: f"request body larger than {state().settings.max_body_bytes} bytes",
+        }.get(error.code or 500, error.name)
+        return json_response({"detail": detail}, error.code or 500, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        log.exception("unhandled error in %s %s (request_id=%s)", request.method, request.path[:200], request_id)
+        return json_response({"detail": "internal server error", "request_id": request_id}, 500)
+
+
+# --- routes --------------------------------------------------------------------------------
+
+
+def _register_routes(app: Flask) -> None:
+    for path in PREDICT_ROUTES:
+        app.add_url_rule(path, endpoint=f"predict:{path}", view_func=predict, methods=["POST"])
+    app.add_url_rule("/health", view_func=health, methods=["GET"])
+    app.add_url_rule("/ready", view_func=ready, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=prometheus_metrics, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=openapi_json, methods=["GET"])
+    app.add_url_rule("/docs", view_func=docs_page, methods=["GET"])
+    app.add_url_rule("/docs/<path:asset>", view_func=docs_asset, methods=["GET"])
+
+
+def predict() -> Response:
+    texts = _parse_predict_request()
+    current = state()
+    if current.predictor is None:
+        raise unavailable("the model is still loading")
+    if current.draining:
+        raise unavailable("the service is shutting down")
+    try:
+        prediction = current.predictor.predict(texts)
+    except Overloaded as error:
+        raise unavailable(f"overloaded: {error}") from None
+    body = {
+        "predictions": [[{"label": label, "score": score} for label, score in ranked] for ranked in prediction.scores],
+        "model": current.predictor.model_string,
+    }
+    return json_response(body, headers={"X-Cache": prediction.cache_status})
+
+
+def _parse_predict_request() -> list[str]:
+    settings = state().settings
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise RequestEntityTooLarge()  # before anything else: do not read what will be refused
+    if not _is_json(request.mimetype):
+        raise ApiError(415, "Content-Type must be application/json")
+    raw = _read_body(settings.max_body_bytes)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ApiError(400, f"body is not valid JSON: {str(error)[:200]}") from None
+    try:
+        parsed = state().predict_request.model_validate(body)
+    except ValidationError as error:
+        issues = [{"loc": list(issue["loc"]), "msg": issue["msg"], "type": issue["type"]} for issue in error.errors()]
+        raise ApiError(422, issues) from None
+    return parsed.text
+
+
+def _read_body(limit: int) -> bytes:
+    """The body, at most `limit` bytes (413 past it), whether or not Content-Length was sent."""
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+        return request.get_data(cache=False)
+    if "wsgi.input_terminated" not in request.environ:
+        return b""  # no length and no framing (chunked) from the server: no body
+    stream, chunks, size = request.environ["wsgi.input"], [], 0
+    while chunk := stream.read(min(1 << 16, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def health() -> Response:
+    return json_response({"status": "ok"})
+
+
+def ready() -> Response:
+    current = state()
+    if current.predictor is None:
+        raise unavailable("the model is still loading")
+    if current.draining:
+        raise unavailable("the service is shutting down")
+    return json_response(
+        {"status": "ready", "model": current.predictor.model_string, "cache": current.predictor.cache_state()}
+    )
+
+
+def prometheus_metrics() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+def openapi_json() -> Response:
+    return json_response(state().openapi)
+
+
+# --- docs: Swagger UI from the swagger-ui-bundle package's files, no CDN ---------------------
+
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Sentiment service API</title>
+  <link rel="stylesheet" href="docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js"></script>
+  <script src="docs/swagger-ui-standalone-preset.js"></script>
+  <script src="docs/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+# Served as a file rather than inline so a strict Content-Security-Policy can forbid inline scripts.
+DOCS_INIT_SCRIPT = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout"
+  });
+};
+"""
+
+
+def docs_page() -> Response:
+    return Response(DOCS_PAGE, mimetype="text/html")
+
+
+def docs_asset(asset: str) -> Response:
+    if asset == "swagger-init.js":
+        return Response(DOCS_INIT_SCRIPT, mimetype="text/javascript")
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(str(swagger_ui_path), asset, max_age=86400)
+
+
+# --- OpenAPI -------------------------------------------------------------------------------
+
+
+def openapi_document(predict_request: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI 3.1 for every route and status, with the schemas generated from the models above."""
+    _, top = models_json_schema(
+        [(predict_request, "validation")]
+        + [(model, "serialization") for model in (
+            PredictResponse, ErrorResponse, ServerErrorResponse, ValidationErrorResponse, HealthResponse, ReadyResponse,
+        )],
+        ref_template="#/components/schemas/{model}",
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sentiment service",
+            "version": "1",
+            "description": "Sentiment scores for texts, with a Redis per-text cache and dynamic batching.",
+        },
+        "paths": _openapi_paths(),
+        "components": {"schemas": top["$defs"]},
+    }
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_content(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _header(description: str, **schema: Any) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": {"type": "string", **schema}}
+
+
+REQUEST_ID_HEADER = _header("The caller's X-Request-ID (safe characters, at most 128), or a generated one.")
+RETRY_AFTER_HEADER = _header("Seconds to wait before retrying.", pattern="^[0-9]+$")
+
+
+def _error(description: str, schema: str = "ErrorResponse", **headers: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "headers": {"X-Request-ID": REQUEST_ID_HEADER, **headers},
+            "content": _json_content(schema)}
+
+
+def _server_error() -> dict[str, Any]:
+    return _error("A bug; the body names the request id and nothing internal.", "ServerErrorResponse")
+
+
+def _not_ready() -> dict[str, Any]:
+    return _error("Model not loaded yet, shutting down, or overloaded.", **{"Retry-After": RETRY_AFTER_HEADER})
+
+
+def _predict_operation(operation_id: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [{
+                "name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "Correlation id, echoed in the answer (generated when absent).",
+            }],
+            "requestBody": {"required": True, "content": _json_content("PredictRequest")},
+            "responses": {
+                "200": {
+                    "description": "Scores for every text, in input order.",
+                    "headers": {
+                        "X-Cache": _header("hit, miss, partial or bypass", enum=["hit", "miss", "partial", "bypass"]),
+                        "X-Request-ID": REQUEST_ID_HEADER,
+                        "X-Revision": _header("The Knative revision (K_REVISION) when set, else the model string."),
+                    },
+                    "content": _json_content("PredictResponse"),
+                },
+                "400": _error("The body is not valid JSON."),
+                "413": _error("The body is larger than MAX_BODY_BYTES."),
+                "415": _error("The Content-Type is not JSON."),
+                "422": _error("The JSON breaks the request rules; one entry per problem.", "ValidationErrorResponse"),
+                "500": _server_error(),
+                "503": _not_ready(),
+            },
+        }
+    }
+
+
+def _get_operation(operation_id: str, summary: str, ok: dict[str, Any], **more: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"operationId": operation_id, "summary": summary,
+                    "responses": {"200": ok, **more, "500": _server_error()}}}
+
+
+def _openapi_paths() -> dict[str, Any]:
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        "/predict": _predict_operation("predict", "Sentiment scores for one or more texts"),
+        "/project-predict": _predict_operation("projectPredict", "Alias of /predict (the original project's path)"),
+        "/health": _get_operation("health", "Liveness: the process serves HTTP",
+                                  {"description": "Alive.", "content": _json_content("HealthResponse")}),
+        "/ready": _get_operation("ready", "Readiness: model loaded and warmed up, not draining",
+                                 {"description": "Ready.", "content": _json_content("ReadyResponse")},
+                                 **{"503": _not_ready()}),
+        "/metrics": _get_operation("metrics", "Prometheus text exposition",
+                                   {"description": "Metrics.", "content": text}),
+        "/openapi.json": _get_operation("openapi", "This document",
+                                        {"description": "OpenAPI 3.1.", "content": {
+                                            "application/json": {"schema": {"type": "object"}}}}),
+        "/docs": _get_operation("docs", "Swagger UI over this document", {
+            "description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}),
+        "/docs/{asset}": {
+            "get": {
+                "operationId": "docsAsset",
+                "summary": "A file of the Swagger UI page",
+                "parameters": [{"name": "asset", "in": "path", "required": True, "schema": {"type": "string"},
+                                "example": "swagger-ui.css"}],
+                "responses": {
+                    "200": {"description": "The file."},
+                    "404": _error("No such file."),
+                    "500": _server_error(),
+                },
+            }
+        },
+    }
+
+
+# --- module-level app for `gunicorn app:app` ----------------------------------------------------
+
+_app: Flask | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`app` is built on first access (gunicorn's import in the worker), not at import time."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        _app = create_app()
+    return _app

@@ -1,0 +1,192 @@
+"""Gunicorn configuration: `gunicorn -c gunicorn.conf.py app:app`.
+
+Every value comes from model/settings.py (environment variables). Threaded workers (gthread):
+request threads wait on the batcher while one engine thread per worker computes. The model is
+loaded in each worker after fork, never in the master (ONNX Runtime's thread pools do not
+survive fork), and warmed up before the worker accepts its first connection. A worker that
+cannot load the model stops the whole service with one line (exit status 3) instead of being
+restarted forever.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+
+def _process_start_time() -> float:
+    """Wall-clock time this (master) process started, from /proc; now, where /proc is missing."""
+    try:
+        with open("/proc/self/stat") as handle:
+            start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - max(age, 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
+PROCESS_START = _process_start_time()
+
+from model.settings import ConfigurationError, load_settings  # noqa: E402  (after the start time)
+
+try:
+    settings = load_settings()
+except ConfigurationError as error:
+    print(f"sentiment: {error}", file=sys.stderr, flush=True)  # one line, no traceback
+    raise SystemExit(2) from None
+
+# prometheus_client picks single- or multi-process mode when it is first imported (in the
+# workers, by the app): the directory must be set, and fresh, before that.
+_metrics_dir = None
+if settings.web_concurrency > 1:
+    _metrics_dir = tempfile.mkdtemp(prefix="sentiment-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+logging.basicConfig(
+    level=settings.log_level.upper(),
+    stream=sys.stderr,
+    format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+)
+
+# --- server ------------------------------------------------------------------------------------
+
+wsgi_app = "app:app"
+bind = f"0.0.0.0:{settings.port}"
+worker_class = "gthread"
+workers = settings.web_concurrency
+threads = settings.gunicorn_threads
+timeout = settings.request_timeout_seconds
+graceful_timeout = settings.graceful_timeout_seconds
+keepalive = settings.keepalive_seconds
+preload_app = False
+control_socket_disable = True  # no runtime control socket (gunicorn >= 25): nothing to manage it in a pod
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat file off the container disk
+proc_name = "sentiment"
+loglevel = settings.log_level
+errorlog = "-"
+accesslog = "-" if settings.access_log else None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
+
+WORKER_BOOT_ERROR = 3  # the arbiter halts the whole server on this exit status
+_forks = 0
+
+
+# --- hooks ------------------------------------------------------------------------------------
+
+
+def pre_fork(server, worker):
+    """(master) Workers of the first boot measure `ready` from the master's start (the cold start)."""
+    global _forks
+    _forks += 1
+    worker.sentiment_cold_start = _forks <= server.num_workers
+
+
+def post_fork(server, worker):
+    worker.sentiment_forked_at = time.perf_counter()
+    worker.sentiment_forked_wall = time.time()
+
+
+def post_worker_init(worker):
+    """(worker) The app is imported; load the model before this worker accepts a connection.
+
+    A worker accepts only once it can answer, so with several workers no request lands on one
+    that is still loading. The load runs on a thread while this one keeps the arbiter's
+    heartbeat going: a first start that exports ONNX may take longer than the worker timeout.
+    """
+    app = worker.wsgi
+    imports_seconds = time.perf_counter() - worker.sentiment_forked_at
+    _drain_on_sigterm(worker, app)
+    loader = threading.Thread(
+        target=_load_predictor, args=(worker, app, imports_seconds), name="model-loader", daemon=True
+    )
+    loader.start()
+    while loader.is_alive():
+        worker.notify()
+        loader.join(timeout=1.0)
+
+
+def worker_exit(server, worker):
+    """(worker) After the last in-flight request: finish queued batches, close Redis."""
+    app = getattr(worker, "wsgi", None)
+    predictor = app.extensions["sentiment"].predictor if app is not None else None
+    if predictor is not None:
+        predictor.close()
+
+
+def child_exit(server, worker):
+    """(master) A dead worker's live gauges must leave the multiprocess totals."""
+    if _metrics_dir:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _drain_on_sigterm(worker, app):
+    """SIGTERM: /ready turns 503 at once, then Gunicorn's graceful stop lets in-flight work finish."""
+    from app import start_draining
+
+    def on_sigterm(signum, frame):
+        start_draining(app)
+        worker.handle_exit(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _load_predictor(worker, app, imports_seconds):
+    try:
+        started = time.perf_counter()
+        from app import attach_predictor
+        from model import engines, metrics  # noqa: F401  (counted as imports)
+        from model.predictor import Predictor
+
+        imported = time.perf_counter()
+        predictor = Predictor.from_settings(settings)
+        loaded = time.perf_counter()
+        predictor.warmup()
+        warmed = time.perf_counter()
+    except ConfigurationError as error:
+        _stop_service(worker, str(error))
+    except Exception as error:  # any failure to load means the same: this service cannot serve
+        worker.log.debug("model load failed", exc_info=True)
+        _stop_service(worker, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    attach_predictor(app, predictor)
+    since = PROCESS_START if worker.sentiment_cold_start else worker.sentiment_forked_wall
+    _record_startup(predictor, imports_seconds + imported - started, loaded - imported, warmed - loaded,
+                    time.time() - since)
+
+
+def _stop_service(worker, reason):
+    worker.log.error("sentiment: cannot load the model: %s", reason)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(WORKER_BOOT_ERROR)
+
+
+def _record_startup(predictor, imports, model_load, warmup, ready):
+    from model import metrics
+
+    for phase, seconds in (("imports", imports), ("model_load", model_load), ("warmup", warmup), ("ready", ready)):
+        metrics.STARTUP_SECONDS.labels(phase=phase).set(seconds)
+    resolved = predictor.engine.model
+    backend, _, precision = predictor.engine.description.partition("-")
+    metrics.BUILD_INFO.labels(
+        model=predictor.model_string, revision=resolved.revision or "", backend=backend, precision=precision,
+        k_revision=settings.k_revision or "",
+    ).set(1)
+    logging.getLogger("sentiment").info(
+        "ready: %s (%s), cache %s; imports %.2f s, model load %.2f s, warm-up %.2f s, %.2f s since start",
+        predictor.model_string, predictor.engine.description, predictor.cache_state(),
+        imports, model_load, warmup, ready,
+    )

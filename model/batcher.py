@@ -1,0 +1,208 @@
+"""Continuous cross-request dynamic batching in front of one engine.
+
+One engine thread runs batches back to back. When it is idle, a submission starts at once (no
+added wait at low load). While a batch runs, new texts queue; the next batch takes the oldest
+queued text plus as many others as fit within BATCH_MAX_TEXTS and BATCH_MAX_TOKENS (padded
+tokens = texts x longest), choosing the shortest first so texts of similar length share a batch
+and padding stays small. The oldest text always goes next, so a long text cannot starve.
+A request's texts may be spread over several batches; its future resolves once all are scored.
+The queue is bounded: a submission that does not fit raises Overloaded at once.
+
+With BATCHING=false each request runs alone (the naive configuration, for comparison), still
+one engine call at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model import metrics
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """The queue is full (or the batcher is stopping): the caller should retry later."""
+
+
+@dataclass(eq=False)
+class _Request:
+    """One submission: its texts' rows fill `scores`; the future resolves when all are in."""
+
+    future: Future
+    size: int
+    scores: np.ndarray | None = None
+    remaining: int = 0
+    failed: bool = False
+
+
+@dataclass(eq=False)
+class _Item:
+    """One queued text: where its row goes, its token count, when it was queued."""
+
+    text: str
+    tokens: int
+    request: _Request
+    index: int
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """`submit(texts)` returns a Future of a (len(texts), labels) float32 array."""
+
+    def __init__(
+        self,
+        engine,
+        max_batch_texts: int = 64,
+        max_batch_tokens: int = 8192,
+        max_queue_texts: int = 1024,
+        batching: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.max_batch_texts = max_batch_texts
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue_texts = max_queue_texts
+        self.batching = batching
+        self._queue: list[_Item] = []
+        self._waiting_alone = 0  # texts waiting for the engine lock (batching off)
+        self._condition = threading.Condition()
+        self._engine_lock = threading.Lock()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        if batching:
+            self._thread = threading.Thread(target=self._run, name="engine-batcher", daemon=True)
+            self._thread.start()
+
+    # --- submission ------------------------------------------------------------------------
+
+    def submit(self, texts: list[str]) -> Future:
+        if not texts:
+            raise ValueError("submit() needs at least one text")
+        if not self.batching:
+            return self._run_alone(texts)
+        lengths = self.engine.tokenize_lengths(texts)
+        request = _Request(future=Future(), size=len(texts), remaining=len(texts))
+        items = [
+            _Item(text, tokens, request, index)
+            for index, (text, tokens) in enumerate(zip(texts, lengths, strict=True))
+        ]
+        with self._condition:
+            if self._stopping:
+                raise Overloaded("the service is shutting down")
+            if len(self._queue) + len(items) > self.max_queue_texts:
+                raise Overloaded(f"{len(self._queue)} texts are queued (limit {self.max_queue_texts})")
+            self._queue.extend(items)
+            self._condition.notify()
+        return request.future
+
+    def _run_alone(self, texts: list[str]) -> Future:
+        """BATCHING=false: this request's texts only, in chunks of BATCH_MAX_TEXTS, one engine call at a time."""
+        with self._condition:
+            if self._stopping:
+                raise Overloaded("the service is shutting down")
+            if self._waiting_alone + len(texts) > self.max_queue_texts:
+                raise Overloaded(f"{self._waiting_alone} texts are waiting (limit {self.max_queue_texts})")
+            self._waiting_alone += len(texts)
+        future: Future = Future()
+        queued_at = time.perf_counter()
+        try:
+            with self._engine_lock:
+                chunks = []
+                for start in range(0, len(texts), self.max_batch_texts):
+                    chunk = texts[start:start + self.max_batch_texts]
+                    _observe_wait(queued_at, len(chunk))
+                    chunks.append(self._infer(chunk))
+            future.set_result(np.concatenate(chunks))
+        except Exception as error:  # handed to the caller through the future, like the batched path
+            future.set_exception(error)
+        finally:
+            with self._condition:
+                self._waiting_alone -= len(texts)
+        return future
+
+    # --- engine thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue and not self._stopping:
+                    self._condition.wait()
+                if not self._queue:
+                    return  # stopping and drained
+                batch = self._take_batch()
+            self._run_batch(batch)
+
+    def _take_batch(self) -> list[_Item]:
+        """The oldest item, then the shortest others while the text and padded-token limits allow."""
+        oldest, others = self._queue[0], sorted(self._queue[1:], key=lambda item: item.tokens)
+        chosen, longest = [oldest], oldest.tokens
+        for item in others:
+            if len(chosen) >= self.max_batch_texts:
+                break
+            if max(longest, item.tokens) * (len(chosen) + 1) > self.max_batch_tokens:
+                break  # the rest are longer still
+            chosen.append(item)
+            longest = max(longest, item.tokens)
+        taken = set(map(id, chosen))
+        self._queue = [item for item in self._queue if id(item) not in taken]
+        return sorted(chosen, key=lambda item: item.tokens)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        batch = [item for item in batch if not item.request.failed]
+        if not batch:
+            return
+        for item in batch:
+            metrics.QUEUE_WAIT.observe(time.perf_counter() - item.queued_at)
+        try:
+            with self._engine_lock:
+                scores = self._infer([item.text for item in batch])
+        except Exception as error:  # an engine failure fails this batch's requests, not the service
+            log.error("engine batch of %d texts failed: %s", len(batch), error)
+            for request in {id(item.request): item.request for item in batch}.values():
+                request.failed = True
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        for item, row in zip(batch, scores, strict=True):
+            request = item.request
+            if request.scores is None:
+                request.scores = np.empty((request.size, len(row)), dtype=row.dtype)
+            request.scores[item.index] = row
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.scores)
+
+    def _infer(self, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        scores = self.engine.predict_proba(texts)
+        metrics.INFERENCE_DURATION.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(texts))
+        if scores.shape[0] != len(texts):
+            raise RuntimeError(f"engine returned {scores.shape[0]} rows for {len(texts)} texts")
+        return scores
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def queued_texts(self) -> int:
+        with self._condition:
+            return len(self._queue) + self._waiting_alone
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new work, finish what is queued, stop the engine thread."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _observe_wait(queued_at: float, count: int) -> None:
+    wait = time.perf_counter() - queued_at
+    for _ in range(count):
+        metrics.QUEUE_WAIT.observe(wait)

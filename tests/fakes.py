@@ -1,0 +1,62 @@
+"""A small deterministic engine for unit tests of the batcher, cache and predictor.
+
+It honours the Engine interface of model/engines.py: each text gets scores derived from its
+own sha256 (so a mixed-up answer is visible), every batch is recorded, and a test can hold the
+engine inside a batch (`hold()` / `release()`) to build up a queue deterministically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+
+
+class FakeEngine:
+    description = "fake-fp32"
+    max_tokens = 512
+
+    def __init__(self, labels=("NEGATIVE", "POSITIVE"), fail_on: str | None = None) -> None:
+        self.labels = tuple(labels)
+        self.fail_on = fail_on
+        self.batches: list[list[str]] = []
+        self.running = threading.Event()  # set while a batch is inside predict_proba
+        self._gate = threading.Event()
+        self._gate.set()
+        self._lock = threading.Lock()
+
+    def tokenize_lengths(self, texts: list[str]) -> list[int]:
+        return [min(len(text.split()) + 2, self.max_tokens) for text in texts]
+
+    def expected(self, texts: list[str]) -> np.ndarray:
+        """The scores predict_proba gives these texts, whatever their batch."""
+        rows = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            logits = np.array([digest[i] / 32.0 for i in range(len(self.labels))], dtype=np.float32)
+            exp = np.exp(logits - logits.max())
+            rows.append(exp / exp.sum())
+        return np.array(rows, dtype=np.float32).reshape(len(texts), len(self.labels))
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            self.batches.append(list(texts))
+        self.running.set()
+        try:
+            self._gate.wait(timeout=30)
+            if self.fail_on is not None and self.fail_on in texts:
+                raise RuntimeError(f"engine failure on {self.fail_on!r}")
+            return self.expected(texts)
+        finally:
+            self.running.clear()
+
+    def warmup(self) -> None:
+        self.predict_proba(["warm-up"])
+
+    def hold(self) -> None:
+        """The next batch will wait inside the engine until release()."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()

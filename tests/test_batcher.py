@@ -1,0 +1,190 @@
+"""The continuous batcher: immediate start when idle, queued work combined, limits, isolation."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from model.batcher import Batcher, Overloaded
+from tests.fakes import FakeEngine
+
+
+def wait_for(event: threading.Event) -> None:
+    assert event.wait(timeout=10), "the engine never started a batch"
+
+
+@pytest.fixture
+def engine():
+    engine = FakeEngine()
+    yield engine
+    engine.release()
+
+
+def test_an_idle_batcher_runs_a_submission_at_once_as_one_batch(engine):
+    batcher = Batcher(engine)
+    texts = ["a much longer text than the others", "short", "a middle one"]
+    scores = batcher.submit(texts).result(timeout=10)
+    assert engine.batches == [sorted(texts, key=lambda t: len(t.split()))]
+    np.testing.assert_array_equal(scores, engine.expected(texts))
+    batcher.stop()
+
+
+def test_work_queued_during_a_batch_runs_together_in_the_next_batch(engine):
+    batcher = Batcher(engine)
+    engine.hold()
+    first = batcher.submit(["first request"])
+    wait_for(engine.running)
+    later = [batcher.submit([f"queued request {n}", f"its second text {n}"]) for n in range(5)]
+    engine.release()
+    first.result(timeout=10)
+    results = [future.result(timeout=10) for future in later]
+    assert len(engine.batches) == 2
+    queued_texts = [text for n in range(5) for text in (f"queued request {n}", f"its second text {n}")]
+    assert sorted(engine.batches[1]) == sorted(queued_texts)
+    for n, scores in enumerate(results):
+        np.testing.assert_array_equal(scores, engine.expected([f"queued request {n}", f"its second text {n}"]))
+    batcher.stop()
+
+
+def test_concurrent_submissions_each_get_exactly_their_own_scores(engine):
+    batcher = Batcher(engine, max_batch_texts=16)
+    requests = [[f"request {n} text {i}" for i in range(1 + n % 4)] for n in range(64)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda texts: batcher.submit(texts).result(timeout=10), requests))
+    for texts, scores in zip(requests, results):
+        np.testing.assert_array_equal(scores, engine.expected(texts))
+    assert all(len(batch) <= 16 for batch in engine.batches)
+    batcher.stop()
+
+
+def test_batches_respect_the_text_limit_and_split_a_request(engine):
+    batcher = Batcher(engine, max_batch_texts=4)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    texts = [f"text number {n}" for n in range(10)]
+    future = batcher.submit(texts)
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
+    assert [len(batch) for batch in engine.batches[1:]] == [4, 4, 2]
+    batcher.stop()
+
+
+def test_batches_respect_the_padded_token_limit(engine):
+    batcher = Batcher(engine, max_batch_texts=64, max_batch_tokens=64)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    texts = [" ".join(["word"] * n) for n in (3, 30, 5, 14, 8, 20, 2)]
+    future = batcher.submit(texts)
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
+    for batch in engine.batches[1:]:
+        lengths = engine.tokenize_lengths(batch)
+        assert len(batch) * max(lengths) <= 64 or len(batch) == 1
+        assert lengths == sorted(lengths)  # sorted by length inside the batch
+    assert sorted(t for batch in engine.batches[1:] for t in batch) == sorted(texts)
+
+
+def test_the_oldest_text_goes_next_then_the_shortest(engine):
+    """A long text queued first is not overtaken forever; short ones fill the rest of its batch."""
+    batcher = Batcher(engine, max_batch_texts=3)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    oldest = batcher.submit([" ".join(["long"] * 40)])
+    medium = batcher.submit([" ".join(["medium"] * 10)])
+    shorts = batcher.submit(["tiny one", "tiny two"])
+    engine.release()
+    for future in (blocker, oldest, medium, shorts):
+        future.result(timeout=10)
+    assert engine.batches[1] == ["tiny one", "tiny two", " ".join(["long"] * 40)]
+    assert engine.batches[2] == [" ".join(["medium"] * 10)]
+    batcher.stop()
+
+
+def test_a_full_queue_refuses_at_once_and_accepts_again_later(engine):
+    batcher = Batcher(engine, max_queue_texts=4)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    queued = batcher.submit(["one", "two", "three"])
+    with pytest.raises(Overloaded):
+        batcher.submit(["four", "five"])
+    fits = batcher.submit(["four"])
+    engine.release()
+    for future in (blocker, queued, fits):
+        future.result(timeout=10)
+    np.testing.assert_array_equal(batcher.submit(["again"]).result(timeout=10), engine.expected(["again"]))
+    batcher.stop()
+
+
+def test_an_engine_error_fails_only_the_requests_of_that_batch():
+    engine = FakeEngine(fail_on="boom")
+    batcher = Batcher(engine, max_batch_texts=1)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    failing = batcher.submit(["boom"])
+    fine = batcher.submit(["fine"])
+    engine.release()
+    blocker.result(timeout=10)
+    with pytest.raises(RuntimeError, match="boom"):
+        failing.result(timeout=10)
+    np.testing.assert_array_equal(fine.result(timeout=10), engine.expected(["fine"]))
+    np.testing.assert_array_equal(batcher.submit(["after"]).result(timeout=10), engine.expected(["after"]))
+    batcher.stop()
+
+
+def test_stop_finishes_queued_work_then_refuses(engine):
+    batcher = Batcher(engine)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    queued = [batcher.submit([f"queued {n}"]) for n in range(3)]
+    stopper = threading.Thread(target=batcher.stop)
+    stopper.start()
+    engine.release()
+    stopper.join(timeout=10)
+    assert not stopper.is_alive()
+    blocker.result(timeout=1)
+    for n, future in enumerate(queued):
+        np.testing.assert_array_equal(future.result(timeout=1), engine.expected([f"queued {n}"]))
+    with pytest.raises(Overloaded):
+        batcher.submit(["too late"])
+
+
+def test_without_batching_each_request_runs_alone_in_chunks(engine):
+    batcher = Batcher(engine, max_batch_texts=3, batching=False)
+    requests = [[f"request {n} text {i}" for i in range(5)] for n in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda texts: batcher.submit(texts).result(timeout=10), requests))
+    for texts, scores in zip(requests, results):
+        np.testing.assert_array_equal(scores, engine.expected(texts))
+    owners = [{text.split(" text ")[0] for text in batch} for batch in engine.batches]
+    assert all(len(owner) == 1 for owner in owners)  # never two requests in one engine call
+    assert sorted(len(batch) for batch in engine.batches) == sorted([3, 2] * 8)
+    batcher.stop()
+
+
+def test_batch_metrics_are_recorded(engine):
+    def sample(name):
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    before = {name: sample(name) for name in (
+        "sentiment_batch_size_texts_count", "sentiment_batch_size_texts_sum",
+        "sentiment_queue_wait_seconds_count", "sentiment_inference_duration_seconds_count")}
+    batcher = Batcher(engine)
+    batcher.submit(["one", "two", "three"]).result(timeout=10)
+    batcher.stop()
+    assert sample("sentiment_batch_size_texts_count") - before["sentiment_batch_size_texts_count"] == 1
+    assert sample("sentiment_batch_size_texts_sum") - before["sentiment_batch_size_texts_sum"] == 3
+    assert sample("sentiment_queue_wait_seconds_count") - before["sentiment_queue_wait_seconds_count"] == 3
+    inference = "sentiment_inference_duration_seconds_count"
+    assert sample(inference) - before[inference] == 1

@@ -1,0 +1,129 @@
+"""The Redis cache against a real redis-server: exact round trip, keys, TTL, and failure tolerance."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from prometheus_client import REGISTRY
+
+from model.cache import PredictionCache
+from tests.conftest import wait_until
+
+
+def errors(operation: str) -> float:
+    return REGISTRY.get_sample_value("sentiment_cache_errors_total", {"operation": operation}) or 0.0
+
+
+def make_cache(url, namespace="weights-a|onnx-fp32", **options) -> PredictionCache:
+    options = {"ttl_seconds": 600, "key_prefix": "cache-test:", "timeout_seconds": 0.1, "retry_seconds": 0.5} | options
+    return PredictionCache(url, namespace=namespace, label_count=2, **options)
+
+
+def rows(texts):
+    generator = np.random.default_rng(len(texts))
+    values = generator.random((len(texts), 2), dtype=np.float32)
+    return {text: row / row.sum() for text, row in zip(texts, values)}
+
+
+def test_without_a_url_the_cache_is_disabled():
+    cache = make_cache(None)
+    assert cache.state() == "disabled"
+    assert cache.get_many(["a"]) is None
+    assert cache.set_many(rows(["a"])) is False
+
+
+def test_a_hit_returns_exactly_the_stored_scores(redis_server):
+    cache = make_cache(redis_server.url, namespace="exact")
+    stored = rows(["first text", "second text", "é ü 漢字 🙂"])
+    assert cache.set_many(stored)
+    found = cache.get_many(["second text", "never stored", "é ü 漢字 🙂", "first text"])
+    assert found[1] is None
+    for text, row in zip(["second text", "é ü 漢字 🙂", "first text"], [found[0], found[2], found[3]]):
+        assert row.dtype == np.float32
+        assert row.tobytes() == np.asarray(stored[text], dtype=np.float32).tobytes()
+    assert cache.state() == "ok"
+
+
+def test_keys_carry_the_prefix_and_hash_the_namespace_and_text(redis_server):
+    cache = make_cache(redis_server.url, namespace="fingerprint|onnx-int8", key_prefix="svc:")
+    expected = "svc:" + hashlib.sha256(b"fingerprint|onnx-int8|hello").hexdigest()
+    assert cache.key("hello") == expected
+    cache.set_many(rows(["hello"]))
+    assert redis_server.client().exists(expected) == 1
+
+
+def test_entries_expire_after_the_ttl(redis_server):
+    cache = make_cache(redis_server.url, namespace="ttl", ttl_seconds=321)
+    cache.set_many(rows(["expiring"]))
+    ttl = redis_server.client().ttl(cache.key("expiring"))
+    assert 0 < ttl <= 321
+
+
+def test_another_namespace_never_sees_the_entries(redis_server):
+    first = make_cache(redis_server.url, namespace="weights-a|onnx-fp32")
+    other_precision = make_cache(redis_server.url, namespace="weights-a|onnx-int8")
+    other_weights = make_cache(redis_server.url, namespace="weights-b|onnx-fp32")
+    first.set_many(rows(["shared text"]))
+    assert first.get_many(["shared text"])[0] is not None
+    assert other_precision.get_many(["shared text"]) == [None]
+    assert other_weights.get_many(["shared text"]) == [None]
+
+
+def test_reads_are_one_mget_for_all_texts(redis_server):
+    cache = make_cache(redis_server.url, namespace="mget")
+    client = redis_server.client()
+    client.config_resetstat()
+    cache.get_many([f"text {n}" for n in range(50)])
+    stats = client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    assert "cmdstat_get" not in stats
+
+
+def test_a_value_of_the_wrong_size_is_a_miss(redis_server):
+    cache = make_cache(redis_server.url, namespace="corrupt")
+    redis_server.client().set(cache.key("odd"), b"not floats")
+    assert cache.get_many(["odd"]) == [None]
+
+
+def test_a_stopped_redis_is_bypassed_then_used_again(redis_factory):
+    server = redis_factory()
+    cache = make_cache(server.url, namespace="outage")
+    cache.set_many(rows(["before"]))
+    server.stop()
+    before = errors("get")
+    assert cache.get_many(["before"]) is None
+    assert cache.state() == "unavailable"
+    assert errors("get") == before + 1
+    assert cache.get_many(["before"]) is None  # within the retry window: Redis is not even called
+    assert cache.set_many(rows(["during"])) is False
+    assert errors("get") == before + 1
+    server.start()
+    wait_until(lambda: cache.get_many(["again"]) == [None], 10, "the cache to use Redis again")
+    assert cache.state() == "ok"
+    assert cache.set_many(rows(["again"]))
+    assert cache.get_many(["again"])[0] is not None
+
+
+def test_a_frozen_redis_times_out_and_is_bypassed(redis_factory):
+    server = redis_factory()
+    cache = make_cache(server.url, namespace="frozen")
+    cache.set_many(rows(["kept"]))
+    server.freeze()
+    try:
+        before = errors("get")
+        assert cache.get_many(["kept"]) is None
+        assert errors("get") == before + 1
+        assert cache.state() == "unavailable"
+    finally:
+        server.thaw()
+    found = wait_until(lambda: cache.get_many(["kept"]), 10, "the cache to use Redis again")
+    assert found[0] is not None
+
+
+def test_ping_reports_the_state(redis_factory):
+    server = redis_factory()
+    cache = make_cache(server.url, namespace="ping")
+    assert cache.ping() == "ok"
+    server.stop()
+    assert cache.ping() == "unavailable"

@@ -1,0 +1,140 @@
+"""The predictor: dedupe, one cache round trip, only missing texts computed, answers in order."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from model.batcher import Batcher, Overloaded
+from model.cache import PredictionCache
+from model.predictor import Predictor
+from model.settings import Settings
+from tests.fakes import FakeEngine
+
+
+def texts_counted(source: str) -> float:
+    return REGISTRY.get_sample_value("sentiment_texts_total", {"source": source}) or 0.0
+
+
+def make_predictor(engine: FakeEngine, redis_url: str | None, namespace: str, **batcher_options) -> Predictor:
+    cache = PredictionCache(
+        redis_url, namespace=namespace, label_count=len(engine.labels), key_prefix="predictor-test:")
+    return Predictor(engine, Batcher(engine, **batcher_options), cache, model_string="fake@0123456789ab")
+
+
+@pytest.fixture
+def engine():
+    engine = FakeEngine(labels=("joy", "anger", "neutral"))
+    yield engine
+    engine.release()
+
+
+def test_every_input_is_answered_in_order_and_duplicates_computed_once(engine):
+    predictor = make_predictor(engine, None, "order")
+    texts = ["b text", "a text", "b text", "c text", "a text"]
+    prediction = predictor.predict(texts)
+    assert sorted(t for batch in engine.batches for t in batch) == ["a text", "b text", "c text"]
+    assert len(prediction.scores) == len(texts)
+    for text, ranked in zip(texts, prediction.scores):
+        expected = dict(zip(engine.labels, engine.expected([text])[0].tolist()))
+        assert dict(ranked) == pytest.approx(expected, abs=0)
+    assert prediction.scores[0] == prediction.scores[2]
+    predictor.close()
+
+
+def test_labels_are_all_present_sorted_by_score_and_sum_to_one(engine):
+    predictor = make_predictor(engine, None, "ranked")
+    for ranked in predictor.predict([f"sentence {n}" for n in range(20)]).scores:
+        labels = [label for label, _ in ranked]
+        scores = [score for _, score in ranked]
+        assert sorted(labels) == sorted(engine.labels)
+        assert scores == sorted(scores, reverse=True)
+        assert math.isclose(sum(scores), 1.0, abs_tol=1e-4)
+        assert all(isinstance(score, float) and 0 <= score <= 1 for score in scores)
+    assert predictor.labels == engine.labels
+    predictor.close()
+
+
+def test_without_redis_every_answer_is_bypass(engine):
+    predictor = make_predictor(engine, None, "bypass")
+    assert predictor.predict(["x"]).cache_status == "bypass"
+    assert predictor.predict(["x"]).cache_status == "bypass"
+    assert predictor.cache_state() == "disabled"
+    predictor.close()
+
+
+def test_miss_then_hit_then_partial_computing_only_new_texts(engine, redis_server):
+    predictor = make_predictor(engine, redis_server.url, "statuses")
+    computed, from_cache = texts_counted("computed"), texts_counted("cache")
+    first = predictor.predict(["one", "two", "one"])
+    assert first.cache_status == "miss"
+    second = predictor.predict(["two", "one"])
+    assert second.cache_status == "hit"
+    assert second.scores == [first.scores[1], first.scores[0]]  # exactly the computed scores
+    engine.batches.clear()
+    third = predictor.predict(["one", "three", "four", "three"])
+    assert third.cache_status == "partial"
+    assert sorted(t for batch in engine.batches for t in batch) == ["four", "three"]
+    assert texts_counted("computed") - computed == 2 + 2
+    assert texts_counted("cache") - from_cache == 2 + 1
+    predictor.close()
+
+
+def test_an_unreachable_redis_serves_uncached(engine, redis_factory):
+    server = redis_factory()
+    predictor = make_predictor(engine, server.url, "outage")
+    assert predictor.predict(["cached first"]).cache_status == "miss"
+    server.stop()
+    prediction = predictor.predict(["cached first", "new"])
+    assert prediction.cache_status == "bypass"
+    assert len(prediction.scores) == 2
+    assert predictor.cache_state() == "unavailable"
+    predictor.close()
+
+
+def test_overload_reaches_the_caller(engine):
+    predictor = make_predictor(engine, None, "overload", max_queue_texts=2)
+    engine.hold()
+    blocker = predictor.batcher.submit(["blocker"])
+    assert engine.running.wait(10)
+    try:
+        with pytest.raises(Overloaded):
+            predictor.predict(["a", "b", "c"])
+    finally:
+        engine.release()
+    blocker.result(timeout=10)
+    predictor.close()
+
+
+def test_from_settings_serves_the_real_tiny_model(tiny_artifact, redis_server):
+    settings = Settings(model_dir=tiny_artifact, redis_url=redis_server.url, cache_key_prefix="predictor-real:")
+    predictor = Predictor.from_settings(settings)
+    predictor.warmup()
+    manifest = json.loads((tiny_artifact / "manifest.json").read_text())
+    assert predictor.model_string == f"{manifest['model_id']}@{manifest['fingerprint'][:12]}"
+    assert predictor.labels == tuple(manifest["labels"])
+    assert predictor.cache_state() == "ok"
+    texts = ["I love this film", "what a waste of time"]
+    miss, hit = predictor.predict(texts), predictor.predict(texts)
+    assert (miss.cache_status, hit.cache_status) == ("miss", "hit")
+    assert hit.scores == miss.scores
+    direct = predictor.engine.predict_proba(texts)
+    for ranked, row in zip(miss.scores, direct):
+        assert dict(ranked) == pytest.approx(dict(zip(predictor.labels, row.tolist())), abs=1e-6)
+    keys = redis_server.client().keys("predictor-real:*")
+    assert len(keys) == 2
+    predictor.close()
+
+
+def test_scores_are_float32_exact_after_the_cache(engine, redis_server):
+    predictor = make_predictor(engine, redis_server.url, "float32")
+    computed = predictor.predict(["exactness"]).scores[0]
+    cached = predictor.predict(["exactness"]).scores[0]
+    assert cached == computed
+    assert [score for _, score in computed] == sorted(
+        np.asarray(engine.expected(["exactness"])[0], dtype=np.float32).tolist(), reverse=True)
+    predictor.close()
