@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     )
     backend: Literal["onnx", "torch"] = Field("onnx", description="Inference engine: onnx (serving) or torch (reference).")
     precision: Literal["fp32", "int8", "bf16"] = Field(
-        "fp32", description="onnx: fp32 or int8; torch: fp32 or bf16."
+        "int8",
+        description="onnx: int8 (default; within 1% of fp32 labels, see docs/engine.md) or fp32; "
+        "torch: fp32 (default with BACKEND=torch) or bf16.",
     )
     max_sequence_tokens: int = Field(512, ge=8, le=8192, description="Longer texts are truncated to this many tokens.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="Engine threads per worker; 0 = CPUs / WEB_CONCURRENCY.")
@@ -78,6 +80,14 @@ class Settings(BaseSettings):
     cache_key_prefix: str = Field("sentiment:", description="Prefix of every cache key, to share a Redis.")
     cache_timeout_seconds: float = Field(0.05, gt=0, le=10, description="Socket timeout of each Redis call.")
     cache_retry_seconds: float = Field(2.0, ge=0, le=300, description="After a Redis failure, bypass it this long before retrying.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precision_default_for_torch(cls, data: object) -> object:
+        """PRECISION unset with BACKEND=torch means fp32 (int8 exists only for onnx)."""
+        if isinstance(data, dict) and not data.get("precision") and str(data.get("backend", "")).lower() == "torch":
+            return {**data, "precision": "fp32"}
+        return data
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":

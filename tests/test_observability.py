@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import free_port, wait_until
+from tests.conftest import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]

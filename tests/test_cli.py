@@ -1,0 +1,108 @@
+"""`python -m model ...` as an operator runs it: build, evaluate, bench, random-checkpoint, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.engines import load_engine
+from model.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "model", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_artifact) -> Path:
+    """Built by conftest with `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8`."""
+    return tiny_artifact
+
+
+@pytest.fixture()
+def labelled_tsv(tmp_path) -> Path:
+    rows = ["a charming and often affecting journey .\t1", "unflinchingly bleak and desperate\t0",
+            "the funniest film of the year\t1", "a tedious , predictable mess\t0"]
+    path = tmp_path / "labelled.tsv"
+    path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_build_writes_a_valid_artifact_and_manifest(checkpoint, artifact):
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["model_id"] == checkpoint.name
+    assert manifest["fingerprint"] == sha256(checkpoint / "model.safetensors")
+    assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert manifest["max_length"] == 512
+    assert manifest["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert set(manifest["tools"]) >= {"torch", "transformers", "onnxruntime", "onnx", "tokenizers"}
+    for precision, name in (("fp32", "model.fp32.onnx"), ("int8", "model.int8.onnx")):
+        entry = manifest["precisions"][precision]
+        assert entry["file"] == name and entry["sha256"] == sha256(artifact / name)
+    assert manifest["precisions"]["fp32"]["max_abs_diff_vs_torch"] <= 1e-3
+    assert sha256(artifact / "tokenizer.json") == sha256(checkpoint / "tokenizer.json")
+    for precision in ("fp32", "int8"):
+        probabilities = load_engine(Settings(model_dir=artifact, precision=precision)).predict_proba(["fine"])
+        assert probabilities.shape == (1, 2)
+
+
+def test_build_of_one_precision_writes_only_that_file(checkpoint, tmp_path):
+    result = cli("build", "--model-dir", str(checkpoint), "--out", str(tmp_path), "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    assert f"artifact {tmp_path}" in result.stdout
+    assert not (tmp_path / "model.int8.onnx").exists()
+    assert list(json.loads((tmp_path / "manifest.json").read_text())["precisions"]) == ["fp32"]
+
+
+def test_build_from_a_directory_that_is_not_a_checkpoint_fails_in_one_line(tmp_path):
+    result = cli("build", "--model-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --model-dir")
+
+
+def test_evaluate_prints_accuracy_agreement_and_batch_drift(artifact, labelled_tsv):
+    result = cli("evaluate", "--model-dir", str(artifact), "--data", str(labelled_tsv), "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    assert "4 texts" in result.stdout
+    assert "onnx-int8 vs onnx-fp32" in result.stdout
+    assert "alone: label agreement" in result.stdout and "mixed: label agreement" in result.stdout
+
+
+def test_bench_prints_a_row_per_precision_and_batch_size(artifact, labelled_tsv):
+    result = cli("bench", "--model-dir", str(artifact), "--batch-sizes", "1,4", "--seconds", "0.2", "--data", str(labelled_tsv))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        ("onnx", "fp32", "1"), ("onnx", "fp32", "4"), ("onnx", "int8", "1"), ("onnx", "int8", "4")]
+    assert all(float(row[4]) > 0 for row in rows)
+
+
+def test_random_checkpoint_command_uses_the_given_labels(tmp_path):
+    result = cli("random-checkpoint", "--out", str(tmp_path), "--labels", "joy,anger,neutral")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["id2label"] == {"0": "joy", "1": "anger", "2": "neutral"}
+    assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_settings_command_lists_every_variable():
+    result = cli("settings")
+    assert result.returncode == 0, result.stderr
+    for name in Settings.model_fields:
+        assert f"`{name.upper()}`" in result.stdout
