@@ -150,11 +150,9 @@ def _run_random_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _run_settings(args: argparse.Namespace) -> int:
-    from model.settings import Settings
+    from model.settings import settings_table
 
-    print("| variable | default | meaning |\n| --- | --- | --- |")
-    for name, field in Settings.model_fields.items():
-        print(f"| `{name.upper()}` | `{field.default}` | {field.description} |")
+    print(settings_table())
     return 0
 
 

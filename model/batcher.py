@@ -2,9 +2,12 @@
 
 One engine thread runs batches back to back. When it is idle, a submission starts at once (no
 added wait at low load). While a batch runs, new texts queue; the next batch takes the oldest
-queued text plus as many others as fit within BATCH_MAX_TEXTS and BATCH_MAX_TOKENS (padded
-tokens = texts x longest), choosing the shortest first so texts of similar length share a batch
-and padding stays small. The oldest text always goes next, so a long text cannot starve.
+queued text plus the queued texts closest to it in length, as many as fit within
+BATCH_MAX_TEXTS, BATCH_MAX_TOKENS (padded tokens = texts x longest) and BATCH_MAX_PADDING.
+Every text of a batch is padded to the longest, and padding is compute spent for nothing: on
+a CPU a batch of mixed lengths can be slower than running its texts one by one, so a text
+joins only while the padding stays a small share of the real tokens. The oldest text always
+goes next, so a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
 The queue is bounded: a submission that does not fit raises Overloaded at once.
 
@@ -63,10 +66,12 @@ class Batcher:
         max_batch_tokens: int = 8192,
         max_queue_texts: int = 1024,
         batching: bool = True,
+        max_padding: float = 0.25,
     ) -> None:
         self.engine = engine
         self.max_batch_texts = max_batch_texts
         self.max_batch_tokens = max_batch_tokens
+        self.max_padding = max_padding
         self.max_queue_texts = max_queue_texts
         self.batching = batching
         self._queue: list[_Item] = []
@@ -139,16 +144,20 @@ class Batcher:
             self._run_batch(batch)
 
     def _take_batch(self) -> list[_Item]:
-        """The oldest item, then the shortest others while the text and padded-token limits allow."""
-        oldest, others = self._queue[0], sorted(self._queue[1:], key=lambda item: item.tokens)
-        chosen, longest = [oldest], oldest.tokens
+        """The oldest item, then the others closest to it in length while every limit allows."""
+        oldest = self._queue[0]
+        others = sorted(self._queue[1:], key=lambda item: abs(item.tokens - oldest.tokens))
+        chosen, longest, real_tokens = [oldest], oldest.tokens, oldest.tokens
         for item in others:
             if len(chosen) >= self.max_batch_texts:
                 break
-            if max(longest, item.tokens) * (len(chosen) + 1) > self.max_batch_tokens:
-                break  # the rest are longer still
+            padded_tokens = max(longest, item.tokens) * (len(chosen) + 1)
+            if padded_tokens > self.max_batch_tokens:
+                continue
+            if padded_tokens > (1 + self.max_padding) * (real_tokens + item.tokens):
+                continue
             chosen.append(item)
-            longest = max(longest, item.tokens)
+            longest, real_tokens = max(longest, item.tokens), real_tokens + item.tokens
         taken = set(map(id, chosen))
         self._queue = [item for item in self._queue if id(item) not in taken]
         return sorted(chosen, key=lambda item: item.tokens)

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -66,10 +67,40 @@ def build_artifact(
     unknown = set(precisions) - set(ONNX_NAMES)
     if unknown or not precisions:
         raise BuildError(f"unknown precisions {sorted(unknown)}; choose from {sorted(ONNX_NAMES)}")
-    source = inspect_checkpoint(Path(checkpoint_dir), model_id=model_id or Path(checkpoint_dir).resolve().name, revision=revision)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    network = AutoModelForSequenceClassification.from_pretrained(checkpoint_dir).eval()
+    with tempfile.TemporaryDirectory(prefix="checkpoint-", dir=out) as staging:
+        checkpoint = with_fast_tokenizer(Path(checkpoint_dir), Path(staging))
+        source = inspect_checkpoint(checkpoint, model_id=model_id or Path(checkpoint_dir).resolve().name, revision=revision)
+        network = AutoModelForSequenceClassification.from_pretrained(checkpoint_dir).eval()
+        return _export_and_quantize(network, source, out, precisions, int8_recipe)
+
+
+def with_fast_tokenizer(checkpoint_dir: Path, staging: Path) -> Path:
+    """The checkpoint, with a tokenizer.json converted from its slow tokenizer files when it has none.
+
+    Some hub checkpoints, the default DistilBERT among them, ship only vocab.txt and
+    tokenizer_config.json. The service tokenizes with the `tokenizers` library, so the build
+    converts them once (transformers' own conversion) into a view of the checkpoint.
+    """
+    if (checkpoint_dir / TOKENIZER_NAME).is_file():
+        return checkpoint_dir
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir, use_fast=True)
+    except Exception as error:  # any failure means the same thing: no usable tokenizer files
+        raise BuildError(f"checkpoint {checkpoint_dir} has no {TOKENIZER_NAME} and no slow tokenizer to convert ({error})") from None
+    if not tokenizer.is_fast:
+        raise BuildError(f"checkpoint {checkpoint_dir} has no {TOKENIZER_NAME} and its tokenizer has no fast version")
+    for item in checkpoint_dir.iterdir():
+        (staging / item.name).symlink_to(item.resolve())
+    tokenizer.backend_tokenizer.save(str(staging / TOKENIZER_NAME))
+    log.info("converted the slow tokenizer of %s to %s", checkpoint_dir, TOKENIZER_NAME)
+    return staging
+
+
+def _export_and_quantize(network, source, out: Path, precisions: tuple[str, ...], int8_recipe: str) -> dict:
     tokenizer = load_tokenizer(source.tokenizer_path, source.max_length, source.pad_token)
     input_names = accepted_inputs(network)
 

@@ -50,6 +50,7 @@ class Predictor:
             max_batch_tokens=settings.batch_max_tokens,
             max_queue_texts=settings.queue_max_texts,
             batching=settings.batching,
+            max_padding=settings.batch_max_padding,
         )
         cache = PredictionCache(
             settings.redis_url,

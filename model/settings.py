@@ -6,7 +6,6 @@ The README's configuration table lists the same fields; `python -m model setting
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -56,7 +55,7 @@ class Settings(BaseSettings):
     model_revision: str | None = Field(None, description="Hub revision (commit) of MODEL_ID; unset = the hub's default.")
     model_dir: Path | None = Field(None, description="Local checkpoint or built artifact; wins over MODEL_ID.")
     artifact_cache_dir: Path = Field(
-        Path(os.path.expanduser("~/.cache/sentiment-service")),
+        Path("~/.cache/sentiment-service").expanduser(),
         description="Where a plain checkpoint is built into an ONNX artifact on first start.",
     )
     backend: Literal["onnx", "torch"] = Field("onnx", description="Inference engine: onnx (serving) or torch (reference).")
@@ -72,6 +71,10 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="Cross-request batching; off runs each request alone.")
     batch_max_texts: int = Field(64, ge=1, le=4096, description="Most texts in one engine batch.")
     batch_max_tokens: int = Field(8192, ge=64, description="Most padded tokens (texts x longest) in one engine batch.")
+    batch_max_padding: float = Field(
+        0.25, ge=0, le=10,
+        description="Padding a batch may add, as a share of its real tokens; texts of other lengths wait for the next batch.",
+    )
     queue_max_texts: int = Field(1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After.")
 
     # --- Redis cache -------------------------------------------------------------------------
@@ -107,3 +110,23 @@ def load_settings() -> Settings:
         first = error.errors()[0]
         name = "_".join(str(part) for part in first["loc"]).upper() or "configuration"
         raise ConfigurationError(f"invalid configuration: {name}: {first['msg']}") from None
+
+
+def settings_table() -> str:
+    """The configuration table of the README, as an operator writes the values in the environment."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `{name.upper()}` | {env_default(name)} | {field.description} |")
+    return "\n".join(rows)
+
+
+def env_default(name: str) -> str:
+    """A field's default as the environment spells it: `false`, `~/.cache/...`, or unset."""
+    default = Settings.model_fields[name].default
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, Path):
+        return f"`{str(default).replace(str(Path.home()), '~', 1)}`"
+    return f"`{default}`"

@@ -26,7 +26,7 @@ def engine():
 
 def test_an_idle_batcher_runs_a_submission_at_once_as_one_batch(engine):
     batcher = Batcher(engine)
-    texts = ["a much longer text than the others", "short", "a middle one"]
+    texts = ["a text of six words here", "five words in this one", "and six words in this text"]
     scores = batcher.submit(texts).result(timeout=10)
     assert engine.batches == [sorted(texts, key=lambda t: len(t.split()))]
     np.testing.assert_array_equal(scores, engine.expected(texts))
@@ -92,21 +92,38 @@ def test_batches_respect_the_padded_token_limit(engine):
     assert sorted(t for batch in engine.batches[1:] for t in batch) == sorted(texts)
 
 
-def test_the_oldest_text_goes_next_then_the_shortest(engine):
-    """A long text queued first is not overtaken forever; short ones fill the rest of its batch."""
+def test_the_oldest_text_goes_next_with_texts_of_its_length(engine):
+    """A long text queued first is not overtaken; texts close to its length fill its batch."""
     batcher = Batcher(engine, max_batch_texts=3)
     engine.hold()
     blocker = batcher.submit(["blocker"])
     wait_for(engine.running)
     oldest = batcher.submit([" ".join(["long"] * 40)])
-    medium = batcher.submit([" ".join(["medium"] * 10)])
     shorts = batcher.submit(["tiny one", "tiny two"])
+    near = batcher.submit([" ".join(["near"] * 36), " ".join(["close"] * 38)])
     engine.release()
-    for future in (blocker, oldest, medium, shorts):
+    for future in (blocker, oldest, shorts, near):
         future.result(timeout=10)
-    assert engine.batches[1] == ["tiny one", "tiny two", " ".join(["long"] * 40)]
-    assert engine.batches[2] == [" ".join(["medium"] * 10)]
+    assert engine.batches[1] == [" ".join(["near"] * 36), " ".join(["close"] * 38), " ".join(["long"] * 40)]
+    assert engine.batches[2] == ["tiny one", "tiny two"]
     batcher.stop()
+
+
+def test_padding_stays_within_its_share_of_the_real_tokens(engine):
+    """Mixed lengths are split into batches of similar lengths instead of padding short texts."""
+    batcher = Batcher(engine, max_batch_texts=64, max_padding=0.25)
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    texts = [" ".join(["word"] * n) for n in (3, 40, 4, 38, 3, 36, 5, 41)]
+    future = batcher.submit(texts)
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
+    for batch in engine.batches[1:]:
+        lengths = engine.tokenize_lengths(batch)
+        assert len(batch) * max(lengths) <= 1.25 * sum(lengths)
+    assert sorted(len(batch) for batch in engine.batches[1:]) == [4, 4]
 
 
 def test_a_full_queue_refuses_at_once_and_accepts_again_later(engine):

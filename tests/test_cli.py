@@ -106,3 +106,26 @@ def test_settings_command_lists_every_variable():
     assert result.returncode == 0, result.stderr
     for name in Settings.model_fields:
         assert f"`{name.upper()}`" in result.stdout
+
+
+def test_build_converts_a_slow_only_tokenizer(checkpoint, tmp_path):
+    """Hub checkpoints such as the default DistilBERT ship vocab.txt but no tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    slow_only = tmp_path / "slow-only"
+    slow_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (slow_only / name).write_bytes((checkpoint / name).read_bytes())
+    original = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    vocab = sorted(original.get_vocab().items(), key=lambda item: item[1])
+    (slow_only / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    (slow_only / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512}), encoding="utf-8")
+
+    result = cli("build", "--model-dir", str(slow_only), "--out", str(tmp_path / "art"), "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+
+    converted = Tokenizer.from_file(str(tmp_path / "art" / "tokenizer.json"))
+    for text in ("A charming, often affecting journey!", "unflinchingly bleak and desperate", "Worst. Film. Ever."):
+        assert converted.encode(text).ids == original.encode(text).ids
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json", "model.fp32.onnx", "tokenizer.json"]
