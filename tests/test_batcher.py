@@ -17,6 +17,14 @@ def wait_for(event: threading.Event) -> None:
     assert event.wait(timeout=10), "the engine never started a batch"
 
 
+def occupy_engine(batcher: Batcher, engine: FakeEngine):
+    """Hold the engine inside a first batch, so that what is submitted next queues; its future."""
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    wait_for(engine.running)
+    return blocker
+
+
 @pytest.fixture
 def engine():
     engine = FakeEngine()
@@ -63,9 +71,7 @@ def test_concurrent_submissions_each_get_exactly_their_own_scores(engine):
 
 def test_batches_respect_the_text_limit_and_split_a_request(engine):
     batcher = Batcher(engine, max_batch_texts=4)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     texts = [f"text number {n}" for n in range(10)]
     future = batcher.submit(texts)
     engine.release()
@@ -77,9 +83,7 @@ def test_batches_respect_the_text_limit_and_split_a_request(engine):
 
 def test_batches_respect_the_padded_token_limit(engine):
     batcher = Batcher(engine, max_batch_texts=64, max_batch_tokens=64)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     texts = [" ".join(["word"] * n) for n in (3, 30, 5, 14, 8, 20, 2)]
     future = batcher.submit(texts)
     engine.release()
@@ -95,9 +99,7 @@ def test_batches_respect_the_padded_token_limit(engine):
 def test_the_oldest_text_goes_next_with_texts_of_its_length(engine):
     """A long text queued first is not overtaken; texts close to its length fill its batch."""
     batcher = Batcher(engine, max_batch_texts=3)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     oldest = batcher.submit([" ".join(["long"] * 40)])
     shorts = batcher.submit(["tiny one", "tiny two"])
     near = batcher.submit([" ".join(["near"] * 36), " ".join(["close"] * 38)])
@@ -112,9 +114,7 @@ def test_the_oldest_text_goes_next_with_texts_of_its_length(engine):
 def test_padding_stays_within_its_share_of_the_real_tokens(engine):
     """Mixed lengths are split into batches of similar lengths instead of padding short texts."""
     batcher = Batcher(engine, max_batch_texts=64, max_padding=0.25)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     texts = [" ".join(["word"] * n) for n in (3, 40, 4, 38, 3, 36, 5, 41)]
     future = batcher.submit(texts)
     engine.release()
@@ -128,9 +128,7 @@ def test_padding_stays_within_its_share_of_the_real_tokens(engine):
 
 def test_a_full_queue_refuses_at_once_and_accepts_again_later(engine):
     batcher = Batcher(engine, max_queue_texts=4)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     queued = batcher.submit(["one", "two", "three"])
     with pytest.raises(Overloaded):
         batcher.submit(["four", "five"])
@@ -145,9 +143,7 @@ def test_a_full_queue_refuses_at_once_and_accepts_again_later(engine):
 def test_an_engine_error_fails_only_the_requests_of_that_batch():
     engine = FakeEngine(fail_on="boom")
     batcher = Batcher(engine, max_batch_texts=1)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     failing = batcher.submit(["boom"])
     fine = batcher.submit(["fine"])
     engine.release()
@@ -161,9 +157,7 @@ def test_an_engine_error_fails_only_the_requests_of_that_batch():
 
 def test_stop_finishes_queued_work_then_refuses(engine):
     batcher = Batcher(engine)
-    engine.hold()
-    blocker = batcher.submit(["blocker"])
-    wait_for(engine.running)
+    blocker = occupy_engine(batcher, engine)
     queued = [batcher.submit([f"queued {n}"]) for n in range(3)]
     stopper = threading.Thread(target=batcher.stop)
     stopper.start()
