@@ -8,7 +8,7 @@ REDIS_PORT  ?= 6379
 SCENARIO    ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: install tools system-deps run test test-fast lint loadtest bench evaluate dashboard clean
+.PHONY: install tools system-deps run test test-fast loadtest benchmark dashboard clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -42,8 +42,12 @@ run: install
 	if [ -z "$$REDIS_URL" ]; then \
 	  $(BIN)/redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
 	    --daemonize yes --pidfile $(CURDIR)/.run/redis.pid --logfile $(CURDIR)/.run/redis.log; \
+	  tries=0; until $(BIN)/redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; do \
+	    tries=$$((tries + 1)); [ $$tries -lt 50 ] || { echo "redis did not start on port $(REDIS_PORT): see .run/redis.log"; exit 1; }; \
+	    sleep 0.1; \
+	  done; \
 	  export REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0; \
-	  trap 'kill $$(cat .run/redis.pid) 2>/dev/null || true' EXIT; \
+	  trap 'kill $$(cat .run/redis.pid) 2>/dev/null || true' EXIT INT TERM; \
 	fi; \
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app
 
@@ -55,6 +59,14 @@ test-fast: install
 
 loadtest: install
 	k6/run.sh $(SCENARIO)
+
+# Naive vs shipped over HTTP, HTTP vs engine, start-up and memory: printed figures, no verdict.
+benchmark: install
+	$(BIN)/python k6/benchmark.py
+
+# Regenerate the Grafana dashboard JSON after changing observability/dashboard.py.
+dashboard: install
+	$(BIN)/python observability/dashboard.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .run .pytest_cache k6/results
