@@ -9,7 +9,9 @@ a CPU a batch of mixed lengths can be slower than running its texts one by one, 
 joins only while the padding stays a small share of the real tokens. The oldest text always
 goes next, so a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
-The queue is bounded: a submission that does not fit raises Overloaded at once.
+The queue is bounded twice: a submission that does not fit raises Overloaded at once, and a
+text that has waited longer than QUEUE_MAX_WAIT_SECONDS when its batch would start fails its
+request with Overloaded instead of being computed for a client that has likely given up.
 
 With BATCHING=false each request runs alone (the naive configuration, for comparison), still
 one engine call at a time.
@@ -67,11 +69,13 @@ class Batcher:
         max_queue_texts: int = 1024,
         batching: bool = True,
         max_padding: float = 0.25,
+        max_wait_seconds: float = 10.0,
     ) -> None:
         self.engine = engine
         self.max_batch_texts = max_batch_texts
         self.max_batch_tokens = max_batch_tokens
         self.max_padding = max_padding
+        self.max_wait_seconds = max_wait_seconds
         self.max_queue_texts = max_queue_texts
         self.batching = batching
         self._queue: list[_Item] = []
@@ -163,20 +167,22 @@ class Batcher:
         return sorted(chosen, key=lambda item: item.tokens)
 
     def _run_batch(self, batch: list[_Item]) -> None:
+        now = time.perf_counter()
+        for item in batch:
+            if now - item.queued_at > self.max_wait_seconds:
+                _fail(item.request, Overloaded(f"queued for more than {self.max_wait_seconds:g} s"))
         batch = [item for item in batch if not item.request.failed]
         if not batch:
             return
         for item in batch:
-            metrics.QUEUE_WAIT.observe(time.perf_counter() - item.queued_at)
+            metrics.QUEUE_WAIT.observe(now - item.queued_at)
         try:
             with self._engine_lock:
                 scores = self._infer([item.text for item in batch])
         except Exception as error:  # an engine failure fails this batch's requests, not the service
             log.error("engine batch of %d texts failed: %s", len(batch), error)
-            for request in {id(item.request): item.request for item in batch}.values():
-                request.failed = True
-                if not request.future.done():
-                    request.future.set_exception(error)
+            for item in batch:
+                _fail(item.request, error)
             return
         for item, row in zip(batch, scores, strict=True):
             request = item.request
@@ -215,3 +221,10 @@ def _observe_wait(queued_at: float, count: int) -> None:
     wait = time.perf_counter() - queued_at
     for _ in range(count):
         metrics.QUEUE_WAIT.observe(wait)
+
+
+def _fail(request: _Request, error: Exception) -> None:
+    """The request's future carries the error; its other texts are skipped when their batch comes."""
+    request.failed = True
+    if not request.future.done():
+        request.future.set_exception(error)

@@ -51,6 +51,7 @@ class Predictor:
             max_queue_texts=settings.queue_max_texts,
             batching=settings.batching,
             max_padding=settings.batch_max_padding,
+            max_wait_seconds=settings.queue_max_wait_seconds,
         )
         cache = PredictionCache(
             settings.redis_url,

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         description="Padding a batch may add, as a share of its real tokens; texts of other lengths wait for the next batch.",
     )
     queue_max_texts: int = Field(1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After.")
+    queue_max_wait_seconds: float = Field(
+        10.0, gt=0, le=600,
+        description="A text that waited this long for the engine is not computed: its request gets 503 + Retry-After.",
+    )
 
     # --- Redis cache -------------------------------------------------------------------------
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = no cache.")

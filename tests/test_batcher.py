@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -199,3 +200,17 @@ def test_batch_metrics_are_recorded(engine):
     assert sample("sentiment_queue_wait_seconds_count") - before["sentiment_queue_wait_seconds_count"] == 3
     inference = "sentiment_inference_duration_seconds_count"
     assert sample(inference) - before[inference] == 1
+
+
+def test_texts_that_waited_too_long_are_refused_not_computed(engine):
+    batcher = Batcher(engine, max_wait_seconds=0.05)
+    blocker = occupy_engine(batcher, engine)
+    stale = batcher.submit(["waited too long", "its sibling"])
+    time.sleep(0.2)  # only has to exceed the 0.05 s bound: the engine is held meanwhile
+    engine.release()
+    blocker.result(timeout=10)
+    with pytest.raises(Overloaded, match="queued for more than"):
+        stale.result(timeout=10)
+    assert not any("waited too long" in batch or "its sibling" in batch for batch in engine.batches)
+    np.testing.assert_array_equal(batcher.submit(["fresh"]).result(timeout=10), engine.expected(["fresh"]))
+    batcher.stop()
