@@ -32,6 +32,11 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from k6/: the repo's `model` package
+
+from model.evaluation import engine_for, measure  # noqa: E402
+from model.settings import Settings  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SHORT_TEXT_CHARS = 160  # the k6 library's "short" texts
 
@@ -95,9 +100,6 @@ def run_k6(base_url: str, texts_per_request: int, vus: int, seconds: int, workdi
 
 def engine_batch32(artifact: Path) -> float:
     """Engine-level texts/s at batch 32 (default precision) on texts shaped like the k6 ones."""
-    sys.path.insert(0, str(REPO))
-    from model.evaluation import engine_for, measure
-
     engine = engine_for(artifact, "onnx", default_precision())
     engine.warmup()
     return measure(engine, unique_short_texts(4096), 32, 10.0)[0]
@@ -112,9 +114,6 @@ def unique_short_texts(count: int) -> list[str]:
 
 
 def default_precision() -> str:
-    sys.path.insert(0, str(REPO))
-    from model.settings import Settings
-
     return Settings.model_fields["precision"].default
 
 

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.settings import ConfigurationError
+from model.settings import ConfigurationError, Settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -90,7 +90,8 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="checkpoint or built artifact")
     parser.add_argument("--data", type=Path, required=True, help="TSV with header sentence<TAB>label (1 = positive)")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
-    parser.add_argument("--precision", default="int8")
+    parser.add_argument("--precision", default=Settings.model_fields["precision"].default,
+                        help="default: the service's default PRECISION")
     parser.add_argument("--reference-backend", default=None, choices=["onnx", "torch"], help="default: --backend")
     parser.add_argument("--reference-precision", default="fp32")
     parser.add_argument("--batch-size", type=int, default=32, help="size of the mixed batches")

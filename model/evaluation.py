@@ -18,9 +18,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from model.engines import Engine, load_engine
-from model.settings import ConfigurationError, Settings
+from model.settings import PRECISIONS_BY_BACKEND, ConfigurationError, Settings
 
-VALID_PRECISIONS = {"onnx": ("fp32", "int8"), "torch": ("fp32", "bf16")}
 BENCH_TOKENS = (12, 22)  # token range of benchmark sentences: about 17 on average
 
 
@@ -150,7 +149,7 @@ def benchmark(model_dir: Path, backends: list[str], precisions: list[str], batch
     lines = [f"{'backend':8s} {'precision':9s} {'load s':>6s} {'batch':>5s} {'texts/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu ms/text':>11s} {'tokens':>6s}"]
     for backend in backends:
         for precision in precisions:
-            if precision not in VALID_PRECISIONS.get(backend, ()):
+            if precision not in PRECISIONS_BY_BACKEND.get(backend, ()):
                 continue
             start = time.perf_counter()
             engine = engine_for(model_dir, backend, precision)

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ID = "distilbert-base-uncased-finetuned-sst-2-english"
+PRECISIONS_BY_BACKEND = {"onnx": ("fp32", "int8"), "torch": ("fp32", "bf16")}
 
 
 class ConfigurationError(SystemExit):
@@ -98,7 +99,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":
-        allowed = {"onnx": ("fp32", "int8"), "torch": ("fp32", "bf16")}[self.backend]
+        allowed = PRECISIONS_BY_BACKEND[self.backend]
         if self.precision not in allowed:
             raise ValueError(f"PRECISION={self.precision} does not go with BACKEND={self.backend}; use one of {allowed}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
