@@ -87,14 +87,26 @@ class Service:
         self.process.wait(timeout=60)
 
 
+def k6_summary(script: str, env: dict[str, str], seconds: float, workdir: Path) -> dict:
+    """Runs k6/SCRIPT with `env` and returns its JSON summary (k6/lib/summary.js). Thresholds
+    that fail (k6 exit 99) still return the summary: callers read the figures, not a verdict."""
+    summary = workdir / f"k6-{time.monotonic_ns()}.json"
+    result = subprocess.run([str(BIN / "k6"), "run", "--quiet", str(REPO / "k6" / script)],
+                            env={**os.environ, **env, "SUMMARY_JSON": str(summary)},
+                            stdout=subprocess.DEVNULL, timeout=seconds + 120)
+    if result.returncode not in (0, 99):
+        raise subprocess.CalledProcessError(result.returncode, result.args)
+    return json.loads(summary.read_text())
+
+
 def run_k6(base_url: str, texts_per_request: int, vus: int, seconds: int, workdir: Path) -> dict:
     """k6/batch.js with short unique texts; returns its figures (texts/s, p50, p99)."""
-    summary = workdir / f"k6-{time.monotonic_ns()}.json"
-    env = {**os.environ, "BASE_URL": base_url, "BATCH_TEXTS": str(texts_per_request), "TEXTS": "short",
-           "VUS": str(vus), "DURATION": f"{seconds}s", "SLO_P99_MS": "60000", "SUMMARY_JSON": str(summary)}
-    subprocess.run([str(BIN / "k6"), "run", "--quiet", str(REPO / "k6" / "batch.js")], env=env, check=True,
-                   stdout=subprocess.DEVNULL, timeout=seconds + 120)
-    figures = json.loads(summary.read_text())["figures"]
+    env = {"BASE_URL": base_url, "BATCH_TEXTS": str(texts_per_request), "TEXTS": "short",
+           "VUS": str(vus), "DURATION": f"{seconds}s", "SLO_P99_MS": "60000"}
+    summary = k6_summary("batch.js", env, seconds, workdir)
+    if not summary["thresholds_passed"]:
+        raise SystemExit(f"k6 thresholds failed against {base_url}: {summary['thresholds']}")
+    figures = summary["figures"]
     return {"texts_per_second": figures["texts_per_second"], "p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"]}
 
 

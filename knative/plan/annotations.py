@@ -267,7 +267,8 @@ def changed_fields(current: Autoscaling, proposed: Autoscaling) -> list[str]:
 def describe(settings: Autoscaling) -> str:
     """One line: the values a reader compares first."""
     max_scale = settings.max_scale or math.inf
-    return (f"target {settings.target if settings.target is not None else '-'} at {100 * settings.target_utilization:g}%"
+    target = "-" if settings.target is None else f"{settings.target:g}"
+    return (f"target {target} at {100 * settings.target_utilization:g}%"
             f" (aim {settings.target_value:g} in flight/pod), containerConcurrency {settings.container_concurrency},"
             f" panic {settings.panic_threshold_percentage:g}% over {settings.panic_window}s,"
             f" window {settings.window:g}s, scale {settings.min_scale}..{max_scale:g}"

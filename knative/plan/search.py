@@ -1,0 +1,136 @@
+"""Search the annotation space for the cheapest settings that meet an SLO on a traffic shape.
+
+Cheapest = fewest pod-seconds (pods from creation to the end of their drain, the cost a cluster
+pays). The SLO is a p99 latency over every request of the run and an error budget (share of
+503 + 504). The search is coordinate descent over a grid of values per setting, starting from
+the current settings: each pass tries every value of one setting with the others held, keeps
+the best, and moves to the next setting, until a pass changes nothing. Every candidate is
+simulated on the same arrivals and service times (same seed), so candidates differ only by
+their settings. Between candidates whose pod-seconds are within TIE_SHARE of each other, the
+lower p99 wins, then the current value: a value that buys nothing is left as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from knative.plan.annotations import Autoscaling
+from knative.plan.pod import ColdStart, PodModel
+from knative.plan.simulate import Result, simulate
+from knative.plan.traffic import Traffic
+
+TIE_SHARE = 0.01
+MAX_PASSES = 4
+
+# Values tried for each setting (Autoscaling field). containerConcurrency is added from the
+# profile (the pod's request threads) and max-scale from the traffic's peak.
+GRID = {
+    "target": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0),
+    "target_utilization": (0.6, 0.7, 0.8, 0.9, 1.0),
+    "panic_threshold_percentage": (150.0, 200.0, 300.0, 400.0),
+    "panic_window_percentage": (5.0, 10.0, 20.0),
+    "window": (30.0, 60.0, 120.0),
+    "scale_down_delay": (0.0, 15.0, 30.0, 60.0, 120.0, 300.0),
+    "target_burst_capacity": (0.0, 32.0, 64.0, 128.0, 211.0, -1.0),
+    "min_scale": (0, 1, 2, 3),
+    "activation_scale": (0, 2, 3, 4, 6),
+    "scale_to_zero_pod_retention": (0.0, 60.0, 120.0, 300.0),
+}
+
+
+@dataclass(frozen=True)
+class Slo:
+    p99_ms: float
+    error_budget: float  # share of requests
+
+    def met(self, result: Result) -> bool:
+        return 1000 * result.percentile(99) <= self.p99_ms and result.error_share <= self.error_budget
+
+    def violation(self, result: Result) -> float:
+        """How far a result misses: relative p99 excess plus relative error excess."""
+        p99 = 1000 * result.percentile(99)
+        latency = max(0.0, p99 / self.p99_ms - 1) if not math.isnan(p99) else math.inf
+        errors = max(0.0, result.error_share - self.error_budget) / max(self.error_budget, 1e-6)
+        return latency + errors
+
+    def describe(self) -> str:
+        return f"p99 <= {self.p99_ms:g} ms, errors (503 + 504) <= {100 * self.error_budget:g}%"
+
+
+@dataclass
+class Search:
+    traffic: Traffic
+    pod: PodModel
+    cold_start: ColdStart
+    slo: Slo
+    current: Autoscaling
+    max_threads: int  # request threads of the pod: the highest useful containerConcurrency
+    seed: int = 1
+    say: object = print
+    results: dict = field(default_factory=dict)
+
+    def run(self, settings: Autoscaling) -> Result:
+        if settings not in self.results:
+            self.results[settings] = simulate(self.traffic, self.pod, settings, self.cold_start, seed=self.seed)
+        return self.results[settings]
+
+    def better(self, a: Autoscaling, b: Autoscaling, name: str) -> bool:
+        """Whether `a` beats `b` (they differ in setting `name`)."""
+        ra, rb = self.run(a), self.run(b)
+        met_a, met_b = self.slo.met(ra), self.slo.met(rb)
+        if met_a != met_b:
+            return met_a
+        if not met_a:
+            return self.slo.violation(ra) < self.slo.violation(rb) * (1 - 1e-9)
+        if ra.pod_seconds < rb.pod_seconds * (1 - TIE_SHARE):
+            return True
+        if rb.pod_seconds < ra.pod_seconds * (1 - TIE_SHARE):
+            return False
+        p99_a, p99_b = ra.percentile(99), rb.percentile(99)
+        if abs(p99_a - p99_b) > 0.02 * max(p99_a, p99_b):
+            return p99_a < p99_b
+        return getattr(a, name) == getattr(self.current, name)
+
+    def grid(self) -> dict[str, tuple]:
+        peak_pods = math.ceil(self.traffic.peak_rate() / self.pod.capacity_rps)
+        max_scales = sorted({0, *(n for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 50, 64, 80, 100)
+                                  if peak_pods <= n <= 4 * peak_pods + 4)})
+        threads = self.max_threads
+        concurrencies = sorted({0, max(1, threads // 4), max(1, threads // 2), threads, self.current.container_concurrency})
+        return {"container_concurrency": tuple(concurrencies), **GRID, "max_scale": tuple(max_scales)}
+
+    def valid(self, settings: Autoscaling) -> bool:
+        s = settings
+        if s.max_scale and (s.min_scale > s.max_scale or s.activation_scale > s.max_scale):
+            return False
+        if s.container_concurrency and s.target is not None and s.target > s.container_concurrency:
+            return False  # Knative would use containerConcurrency: same as a smaller target
+        try:
+            s.validate()
+        except ValueError:
+            return False
+        return True
+
+    def best(self) -> Autoscaling:
+        best = self.current
+        self.run(best)
+        for number in range(1, MAX_PASSES + 1):
+            before = best
+            for name, values in self.grid().items():
+                for value in values:
+                    candidate = best.replace(**{name: value})
+                    if candidate != best and self.valid(candidate) and self.better(candidate, best, name):
+                        best = candidate
+            result = self.run(best)
+            self.say(f"  pass {number}: {len(self.results)} settings simulated; best so far p99"
+                     f" {1000 * result.percentile(99):.0f} ms, errors {100 * result.error_share:.2f}%,"
+                     f" {result.pod_seconds:.0f} pod-s, SLO {'met' if self.slo.met(result) else 'missed'}")
+            if best == before:
+                break
+        return best
+
+    def one_at_a_time(self, best: Autoscaling, names: list[str]) -> dict[str, Result]:
+        """For each changed setting: the recommendation with that one setting back at its current
+        value (what the change buys)."""
+        return {name: self.run(best.replace(**{name: getattr(self.current, name)})) for name in names}

@@ -1,0 +1,502 @@
+"""Discrete-event simulation of one Knative revision under a traffic shape.
+
+What moves, and where each piece comes from:
+
+- requests arrive at the times of the traffic shape; while the activator is in the path
+  (scaled to zero, or spare capacity below target-burst-capacity) they go through it: it sends
+  each to a ready pod with fewer than containerConcurrency requests in flight (round robin),
+  or holds it, first in first out, until a slot frees or a pod becomes ready (10,000 per
+  activator, then 503: pkg/activator/net/throttler.go);
+- otherwise they go straight to the ready pods, round robin (the ingress gateway's balancing),
+  and queue-proxy admits containerConcurrency in flight plus 10 x containerConcurrency queued,
+  then answers 503 (pkg/queue/breaker.go, sharedmain.buildBreaker);
+- each pod serves as `pod.PodModel` says; a request that takes longer than timeoutSeconds counts
+  as an error (504) but still used the pod;
+- every second the autoscaler records the average concurrency (pods' and activator's), every 2 s
+  it decides (`kpa.Decider`) and the reconciler sets the replicas (`kpa.PodAutoscaler`); a new
+  pod is ready `ColdStart.seconds` after it is created; a removed pod stops taking requests at
+  once and lives on while queue-proxy drains (30 s after its last request, the pod's cost).
+
+Time moves in 1 s segments (cut where a pod becomes ready). Within a segment where no limit is
+reached, requests are dealt round robin and each pod's first-come-first-served departures are
+computed for the whole segment at once with numpy (`_deal_segment`); where a limit is reached
+(a full pod, the activator holding requests, a 503) the segment is replayed request by request
+(`_route_one`). Both give the same result where both apply (a test checks it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from knative.plan import kpa
+from knative.plan.annotations import Autoscaling
+from knative.plan.pod import ColdStart, PodModel
+from knative.plan.traffic import Traffic
+
+ACTIVATOR_QUEUE_DEPTH = 10_000  # pkg/activator/net/throttler.go: breakerQueueDepth, per activator
+QUEUE_PROXY_DEPTH_FACTOR = 10  # pkg/queue/sharedmain/main.go: queueDepth = 10 x containerConcurrency
+DRAIN_SECONDS = 30.0  # pkg/queue/sharedmain/main.go: drainSleepDuration
+OK, REJECTED = 0, 1
+
+
+@dataclass
+class Pod:
+    number: int  # order of creation (ties in the activator's choice go to the oldest)
+    created: float
+    ready_at: float
+    removed: float | None = None
+    free_at: float = 0.0  # when its bottleneck has served everything it was given
+    slots_since: float = 0.0  # ends before this time are forgotten (trimmed)
+    ends: deque = field(default_factory=deque)  # completion times of requests in flight, ascending
+
+    def in_flight(self, now: float) -> int:
+        while self.ends and self.ends[0] <= now:
+            self.ends.popleft()
+        self.slots_since = max(self.slots_since, now)
+        return len(self.ends)
+
+    def slot_time(self, limit: int) -> float:
+        """Earliest time from `slots_since` on when fewer than `limit` requests are in flight."""
+        if not limit or len(self.ends) < limit:
+            return self.slots_since
+        return self.ends[len(self.ends) - limit]
+
+    def end_of_life(self, horizon: float) -> float:
+        if self.removed is None:
+            return horizon
+        if self.removed < self.ready_at:
+            return self.removed  # stopped while starting
+        return max(self.removed + DRAIN_SECONDS, self.ends[-1] if self.ends else 0.0)
+
+
+@dataclass(frozen=True)
+class Result:
+    """Figures of one run. Latencies are seconds, by request in arrival order (NaN = rejected)."""
+
+    settings: Autoscaling
+    traffic_spec: str
+    duration: float
+    arrivals: np.ndarray
+    latency: np.ndarray
+    cold: np.ndarray  # arrived while no pod was ready: waited on a cold start
+    proxied: np.ndarray  # went through the activator
+    rejected: int  # 503: queue-proxy or activator queue full
+    timed_out: int  # 504: longer than timeoutSeconds
+    pod_seconds: float
+    timeline: dict  # per second: ready, starting, terminating, desired, panic, proxy, concurrency
+    wall_seconds: float
+
+    @property
+    def requests(self) -> int:
+        return int(self.arrivals.size)
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile over answered requests (s)."""
+        answered = self.latency[~np.isnan(self.latency)]
+        return float(np.percentile(answered, q)) if answered.size else math.nan
+
+    @property
+    def error_share(self) -> float:
+        return (self.rejected + self.timed_out) / self.requests if self.requests else 0.0
+
+    @property
+    def cold_share(self) -> float:
+        return float(self.cold.mean()) if self.requests else 0.0
+
+    @property
+    def proxied_share(self) -> float:
+        return float(self.proxied.mean()) if self.requests else 0.0
+
+    @property
+    def max_pods(self) -> int:
+        busy = np.asarray(self.timeline["ready"]) + np.asarray(self.timeline["starting"])
+        return int(busy.max()) if busy.size else 0
+
+    def figures(self) -> dict:
+        return {
+            "requests": self.requests,
+            "p50_ms": 1000 * self.percentile(50),
+            "p95_ms": 1000 * self.percentile(95),
+            "p99_ms": 1000 * self.percentile(99),
+            "max_ms": 1000 * float(np.nanmax(self.latency)) if self.requests else math.nan,
+            "cold_start_share": self.cold_share,
+            "rejected_503": self.rejected,
+            "timed_out_504": self.timed_out,
+            "error_share": self.error_share,
+            "proxied_share": self.proxied_share,
+            "max_pods": self.max_pods,
+            "pod_seconds": self.pod_seconds,
+        }
+
+
+class Simulation:
+    def __init__(self, traffic: Traffic, pod: PodModel, settings: Autoscaling, cold_start: ColdStart,
+                 start: str = "auto", warm_pods: int | None = None, seed: int = 1, deal_segments: bool = True) -> None:
+        self.deal_segments = deal_segments
+        self.traffic = traffic
+        self.pod_model = pod
+        self.settings = settings
+        self.cold_start = cold_start
+        self.horizon = float(traffic.duration)
+        self.arrival = traffic.arrivals
+        count = self.arrival.size
+        self.service = pod.service_times(count, np.random.default_rng(seed))
+        self.end = np.full(count, np.nan)
+        self.cold = np.zeros(count, dtype=bool)
+        self.proxied = np.zeros(count, dtype=bool)
+        self.status = np.zeros(count, dtype=np.int8)
+        seconds = int(math.ceil(self.horizon)) + 2
+        # Concurrency integrated over each second [k, k+1), through the pods or the activator.
+        self.area = {False: np.zeros(seconds), True: np.zeros(seconds)}
+        self.full = {False: np.zeros(seconds + 1), True: np.zeros(seconds + 1)}  # whole seconds, as differences
+        self.running_full = {False: 0.0, True: 0.0}
+        self.accounted_until = 0.0
+        self.pending = {False: [], True: []}  # (start, end) of requests assigned one by one, not yet accounted
+        self.backlog: deque[int] = deque()  # request indexes held by the activator
+        self.numbers = itertools.count()
+        self.starting: list[Pod] = []  # created, not ready yet
+        self.ready: list[Pod] = []  # taking requests
+        self.slots: list[tuple[float, int, Pod]] = []  # heap: when each ready pod can take one more
+        self.retired: list[Pod] = []  # removed, still draining
+        self.gone: list[Pod] = []
+        self.rr = 0
+        self.stable = kpa.WindowAverager(int(settings.window))
+        self.panic = kpa.WindowAverager(settings.panic_window)
+        self.activator = kpa.ActivatorStats()
+        self.timeline = {key: [] for key in ("ready", "starting", "terminating", "desired", "panic", "proxy", "concurrency")}
+        self._start(start, warm_pods)
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _start(self, start: str, warm_pods: int | None) -> None:
+        s = self.settings
+        if start == "auto":
+            start = "warm" if (warm_pods or s.min_scale) else "zero"
+        if start == "zero":
+            self.pa = kpa.PodAutoscaler.scaled_to_zero(s)
+            self.decider = kpa.Decider(s)
+            self.desired, self.ebc = 0, kpa.initial_excess_burst_capacity(s)
+        elif start == "warm":
+            pods = warm_pods or max(s.min_scale, 1)
+            for _ in range(pods):
+                self._add_ready(Pod(next(self.numbers), created=0.0, ready_at=0.0))
+            self.pa = kpa.PodAutoscaler.warm(s, pods)
+            self.decider = kpa.Decider(s)
+            self.desired = pods
+            self.ebc = self.decider.excess_burst_capacity(pods, 0.0)
+            self.pa.mode = kpa.SERVE if self.ebc >= 0 else kpa.PROXY
+        elif start == "created":
+            self.pa = kpa.PodAutoscaler.created(s)
+            self.decider = kpa.Decider(s)
+            self.desired, self.ebc = kpa.UNKNOWN_SCALE, kpa.initial_excess_burst_capacity(s)
+            self._set_replicas(0.0, s.initial_scale)
+        else:
+            raise ValueError(f"start {start!r}: use auto, zero, warm or created")
+        self.activator_limit = ACTIVATOR_QUEUE_DEPTH * kpa.activator_count(len(self.ready), s)
+
+    # --- main loop ---------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        started = time.perf_counter()
+        now, index = 0.0, 0
+        second = 1
+        while now < self.horizon:
+            until = min([float(second)] + [p.ready_at for p in self.starting if p.ready_at < second])
+            stop = int(np.searchsorted(self.arrival, until, side="left"))
+            if stop > index and self._through_activator() and not self.activator.reporting:
+                self._first_request(index)
+            self._route(index, stop)
+            index = stop
+            self._drain_backlog(until)
+            for pod in self.ready:
+                pod.in_flight(until)  # forget finished requests
+            now = until
+            for pod in [p for p in self.starting if p.ready_at == now]:
+                self._pod_ready(pod, now)
+            if now == second:
+                self._scrape(second)
+                if second % int(kpa.TICK_SECONDS) == 0:
+                    self._tick(now)
+                second += 1
+        return self._result(time.perf_counter() - started)
+
+    def _through_activator(self) -> bool:
+        return self.pa.mode == kpa.PROXY or not self.ready
+
+    def _first_request(self, index: int) -> None:
+        """The activator reports a request at once when it had no entry for the revision, and the
+        autoscaler ticks at once when the revision is at zero (MultiScaler.Poke)."""
+        self.activator.first_request()
+        at = float(self.arrival[index])
+        self.stable.record(int(at), 1.0)
+        self.panic.record(int(at), 1.0)
+        if self.desired == 0:
+            self._tick(at)
+
+    # --- routing -----------------------------------------------------------------------------------
+
+    def _route(self, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        through_activator = self._through_activator()
+        if self.deal_segments and self.ready and not self.backlog and self._deal_segment(lo, hi, through_activator):
+            return
+        for i in range(lo, hi):
+            self._route_one(i, through_activator)
+
+    def _limit(self, through_activator: bool) -> int:
+        """In-flight requests a pod may hold: the activator fills to containerConcurrency;
+        queue-proxy queues up to 10 x more behind it (0 = no limit)."""
+        cc = self.settings.container_concurrency
+        return cc if through_activator else cc * (1 + QUEUE_PROXY_DEPTH_FACTOR)
+
+    def _deal_segment(self, lo: int, hi: int, through_activator: bool) -> bool:
+        """Round robin over the ready pods for requests lo..hi at once; False (nothing changed)
+        when some request would find its pod full.
+
+        Request lo + r * k + c goes to ready pod (rr + c) % k: laid out as a matrix of k columns,
+        each column is one pod's arrivals in order, and first come first served is a running
+        maximum down the columns: D_i = C_i + max(free, max_{j<=i} (A_j - C_{j-1})).
+        """
+        count, k = hi - lo, len(self.ready)
+        rows = -(-count // k)
+        pods = [self.ready[(self.rr + c) % k] for c in range(k)]
+        # Padding after the last request: arrives with it and takes no time (results dropped).
+        arrive = np.full(rows * k, self.arrival[hi - 1])
+        arrive[:count] = self.arrival[lo:hi]
+        service = np.zeros(rows * k)
+        service[:count] = self.service[lo:hi]
+        arrive, service = arrive.reshape(rows, k), service.reshape(rows, k)
+        served = np.cumsum(service, axis=0)
+        free = np.array([pod.free_at for pod in pods])
+        done = served + np.maximum(np.maximum.accumulate(arrive - (served - service), axis=0), free)
+        ends = done + self.pod_model.overlap_seconds
+        limit = self._limit(through_activator)
+        if limit and not self._below_limit(pods, arrive, ends, count, limit):
+            return False
+        flat_ends = ends.reshape(-1)[:count]
+        for c, pod in enumerate(pods):
+            filled = rows if c <= (count - 1) % k else rows - 1
+            if filled:
+                pod.free_at = float(done[filled - 1, c])
+                pod.ends.extend(ends[:filled, c].tolist())
+        self.end[lo:hi] = flat_ends
+        self.rr = (self.rr + count) % k
+        self.proxied[lo:hi] = through_activator
+        self._account(self.arrival[lo:hi], flat_ends, through_activator)
+        return True
+
+    @staticmethod
+    def _below_limit(pods: list[Pod], arrive: np.ndarray, ends: np.ndarray, count: int, limit: int) -> bool:
+        """Whether each of the first `count` requests (row-major) finds fewer than `limit` in
+        flight at its pod (column)."""
+        held = np.array([len(pod.ends) for pod in pods])
+        rows, k = arrive.shape
+        if np.all(held + rows <= limit):
+            return True  # cannot reach the limit even if nothing finished
+        # In flight before request r of a column = held + r - (ends <= its arrival, earlier
+        # or this segment's). Columns are laid end to end on one axis, `span` apart, so one
+        # searchsorted counts within each column.
+        base = min(float(arrive.min()), min((pod.ends[0] for pod in pods if pod.ends), default=np.inf))
+        span = float(ends.max() - base + 1.0)
+        keys = np.concatenate([
+            np.concatenate([np.fromiter(pod.ends, dtype=float, count=len(pod.ends)), ends[:, c]]) - base + c * span
+            for c, pod in enumerate(pods)])
+        offsets = np.concatenate([[0], np.cumsum(held + rows)[:-1]])
+        finished = np.searchsorted(keys, arrive - base + np.arange(k) * span, side="right") - offsets
+        in_flight = held + np.arange(rows)[:, None] - finished
+        real = (np.arange(rows * k) < count).reshape(rows, k)
+        return not np.any((in_flight >= limit) & real)
+
+    def _route_one(self, i: int, through_activator: bool) -> None:
+        at = float(self.arrival[i])
+        self._drain_backlog(at)
+        self.cold[i] = not self.ready
+        self.proxied[i] = through_activator
+        if not through_activator:
+            pod = self.ready[self.rr % len(self.ready)]
+            self.rr = (self.rr + 1) % len(self.ready)
+            limit = self._limit(False)
+            if limit and pod.in_flight(at) >= limit:
+                self.status[i] = REJECTED
+            else:
+                self._assign(i, pod, at)
+            return
+        if self.backlog or not self._assign_to_free_pod(i, at):
+            if len(self.backlog) >= self.activator_limit:
+                self.status[i] = REJECTED
+            else:
+                self.backlog.append(i)
+
+    def _assign_to_free_pod(self, i: int, at: float) -> bool:
+        """The activator's round robin over ready pods with a free slot."""
+        limit = self._limit(True)
+        for step in range(len(self.ready)):
+            pod = self.ready[(self.rr + step) % len(self.ready)]
+            if not limit or pod.in_flight(at) < limit:
+                self.rr = (self.rr + step + 1) % len(self.ready)
+                self._assign(i, pod, at)
+                return True
+        return False
+
+    def _drain_backlog(self, until: float) -> None:
+        """Requests held by the activator go, in order, to the first slot that frees.
+
+        `slots` is a heap of (time a pod can take one more, pod number, pod), one entry per ready
+        pod. A pod's slot time only moves later, so an entry older than its pod is found on top
+        and refreshed; removed pods are dropped when they surface.
+        """
+        limit = self._limit(True)
+        while self.backlog and self.slots:
+            at, number, pod = self.slots[0]
+            if pod.removed is not None:
+                heapq.heappop(self.slots)
+                continue
+            current = pod.slot_time(limit)
+            if current != at:
+                heapq.heapreplace(self.slots, (current, number, pod))
+                continue
+            if at > until:
+                return
+            i = self.backlog.popleft()
+            pod.in_flight(at)
+            self._assign(i, pod, max(at, float(self.arrival[i])))
+            heapq.heapreplace(self.slots, (pod.slot_time(limit), number, pod))
+
+    def _add_ready(self, pod: Pod) -> None:
+        self.ready.append(pod)
+        heapq.heappush(self.slots, (pod.slot_time(self._limit(True)), pod.number, pod))
+
+    def _assign(self, i: int, pod: Pod, at: float) -> None:
+        done = max(at, pod.free_at) + self.service[i]
+        pod.free_at = done
+        end = done + self.pod_model.overlap_seconds
+        pod.ends.append(end)
+        self.end[i] = end
+        self.pending[bool(self.proxied[i])].append((max(float(self.arrival[i]), self.accounted_until), end))
+
+    # --- concurrency accounting -------------------------------------------------------------------
+
+    def _account(self, starts: np.ndarray, ends: np.ndarray, proxied: bool) -> None:
+        """Adds requests in the system over [start, end) to the per-second areas."""
+        starts = np.maximum(starts, self.accounted_until)
+        ends = np.minimum(ends, len(self.area[proxied]) - 1e-9)
+        first, last = starts.astype(np.int64), ends.astype(np.int64)
+        same = first == last
+        area, full = self.area[proxied], self.full[proxied]
+        _add(area, first[same], ends[same] - starts[same])
+        apart = ~same
+        _add(area, first[apart], first[apart] + 1 - starts[apart])
+        _add(area, last[apart], ends[apart] - last[apart])
+        _add(full, first[apart] + 1, np.ones(int(apart.sum())))
+        _add(full, last[apart], -np.ones(int(apart.sum())))
+
+    def _flush_pending(self) -> None:
+        for proxied, intervals in self.pending.items():
+            if intervals:
+                starts, ends = np.array(intervals).T
+                self._account(starts, ends, proxied)
+                intervals.clear()
+
+    def _concurrency(self, second: int, proxied: bool) -> float:
+        """Average requests in the system over [second - 1, second)."""
+        self.running_full[proxied] += self.full[proxied][second - 1]
+        return self.area[proxied][second - 1] + self.running_full[proxied]
+
+    # --- autoscaler ---------------------------------------------------------------------------------
+
+    def _scrape(self, second: int) -> None:
+        """Queue-proxy stats of the ready pods and the activator's report, recorded each second."""
+        self._flush_pending()
+        if self.backlog:  # held by the activator: in the system for the whole second so far
+            held = self.arrival[np.fromiter(self.backlog, dtype=np.int64)]
+            self.area[True][second - 1] += float(np.sum(second - np.maximum(held, second - 1)))
+        self.accounted_until = float(second)
+        direct = self._concurrency(second, False)
+        through_activator = self._concurrency(second, True)
+        if self.ready:
+            self.stable.record(second, direct)
+            self.panic.record(second, direct)
+        reported = self.activator.report(through_activator)
+        if reported is not None:
+            self.stable.record(second, reported)
+            self.panic.record(second, reported)
+        self._record_timeline(direct + through_activator)
+
+    def _tick(self, now: float) -> None:
+        second = int(now)
+        scraping = self.settings.target_burst_capacity != -1
+        if not (self.stable.is_empty(second) and scraping):
+            result = self.decider.scale(now, len(self.ready), self.stable.average(second), self.panic.average(second))
+            self.desired, self.ebc = result.desired, result.excess_burst_capacity
+        replicas = self.pa.reconcile(now, self.desired, self.ebc, len(self.ready))
+        self._set_replicas(now, replicas)
+        self.activator_limit = ACTIVATOR_QUEUE_DEPTH * kpa.activator_count(len(self.ready), self.settings)
+
+    def _set_replicas(self, now: float, replicas: int) -> None:
+        alive = len(self.starting) + len(self.ready)
+        for _ in range(replicas - alive):
+            self.starting.append(Pod(next(self.numbers), created=now, ready_at=now + self.cold_start.seconds, slots_since=now))
+        if replicas < alive:
+            # ReplicaSet: pods not ready go first (newest first), then the most recently ready.
+            victims = self.starting[::-1] + sorted(self.ready, key=lambda p: p.ready_at, reverse=True)
+            for pod in victims[: alive - replicas]:
+                pod.removed = now
+                (self.starting if pod in self.starting else self.ready).remove(pod)
+                self.retired.append(pod)
+
+    def _pod_ready(self, pod: Pod, now: float) -> None:
+        self.starting.remove(pod)
+        pod.slots_since = pod.free_at = now
+        self._add_ready(pod)
+        self._drain_backlog(now)
+        # Endpoints changed: the reconciler runs (the Active condition may turn true).
+        self._set_replicas(now, self.pa.reconcile(now, self.desired, self.ebc, len(self.ready)))
+
+    # --- results ------------------------------------------------------------------------------------
+
+    def _record_timeline(self, concurrency: float) -> None:
+        now = self.accounted_until
+        self.gone += [p for p in self.retired if p.end_of_life(math.inf) <= now]
+        self.retired = [p for p in self.retired if p.end_of_life(math.inf) > now]
+        row = self.timeline
+        row["ready"].append(len(self.ready))
+        row["starting"].append(len(self.starting))
+        row["terminating"].append(len(self.retired))
+        row["desired"].append(self.desired)
+        row["panic"].append(self.decider.panic_since is not None)
+        row["proxy"].append(self._through_activator())
+        row["concurrency"].append(concurrency)
+
+    def _result(self, wall_seconds: float) -> Result:
+        latency = np.where(self.status == REJECTED, np.nan, self.end - self.arrival)
+        answered = ~np.isnan(latency)
+        timed_out = int(np.sum(latency[answered] > self.settings.timeout_seconds))
+        pods = self.starting + self.ready + self.retired + self.gone
+        pod_seconds = sum(min(p.end_of_life(self.horizon), self.horizon) - p.created for p in pods)
+        return Result(
+            settings=self.settings, traffic_spec=self.traffic.spec, duration=self.horizon, arrivals=self.arrival,
+            latency=latency, cold=self.cold, proxied=self.proxied, rejected=int(np.sum(self.status == REJECTED)),
+            timed_out=timed_out, pod_seconds=float(pod_seconds), timeline=self.timeline, wall_seconds=wall_seconds,
+        )
+
+
+def _add(array: np.ndarray, index: np.ndarray, weights: np.ndarray) -> None:
+    """array[index] += weights, repeated indexes summed."""
+    if index.size == 0:
+        return
+    base = int(index.min())
+    counts = np.bincount(index - base, weights=weights)
+    array[base:base + counts.size] += counts
+
+
+def simulate(traffic: Traffic, pod: PodModel, settings: Autoscaling, cold_start: ColdStart,
+             start: str = "auto", warm_pods: int | None = None, seed: int = 1) -> Result:
+    return Simulation(traffic, pod, settings, cold_start, start, warm_pods, seed).run()

@@ -1,0 +1,192 @@
+"""The revision simulation: queueing against closed-form results, Knative's documented
+behaviour end to end (wake-up, activation scale, scale to zero, limits, 503/504), and the
+vectorised segments against the request-by-request path."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from knative.plan import simulate as sim
+from knative.plan.annotations import Autoscaling
+from knative.plan.pod import ColdStart, PodModel
+from knative.plan.traffic import Traffic, parse
+
+# A pod with a constant 10 ms service time and nothing overlapping: 100 req/s.
+CONSTANT_10MS = PodModel.build(1, 100.0, (0.010,) * 6)
+# A pod like the profiled one: skewed lone latency, about 35 req/s.
+SKEWED = PodModel.build(1, 35.0, (0.012, 0.025, 0.040, 0.050, 0.090, 0.150))
+ONE_POD = Autoscaling(min_scale=1, max_scale=1, container_concurrency=0, target_burst_capacity=0, timeout_seconds=1e9)
+CURRENT_LIKE = Autoscaling(container_concurrency=32, target=10, target_utilization=0.8, max_scale=10,
+                           scale_down_delay=30, scale_to_zero_pod_retention=120, target_burst_capacity=64,
+                           timeout_seconds=30)
+FAST_COLD_START = ColdStart(process_start_seconds=1.0, scheduling_seconds=1.0, image_cached=True)
+
+
+def arrivals(times, duration: float) -> Traffic:
+    return Traffic(np.sort(np.asarray(times, dtype=float)), duration, "test")
+
+
+def run(traffic, pod=SKEWED, settings=CURRENT_LIKE, cold=FAST_COLD_START, **kwargs) -> sim.Result:
+    return sim.simulate(traffic, pod, settings, cold, **kwargs)
+
+
+def pods_over_time(result: sim.Result) -> np.ndarray:
+    return np.asarray(result.timeline["ready"]) + np.asarray(result.timeline["starting"])
+
+
+# --- queueing ---------------------------------------------------------------------------------
+
+
+def test_one_pod_with_poisson_arrivals_matches_pollaczek_khinchine():
+    """M/D/1: mean response = S + rho S / (2 (1 - rho)); with S = 10 ms, rho = 0.7: 21.67 ms."""
+    result = run(parse("constant:rate=70,duration=2000"), CONSTANT_10MS, ONE_POD, start="warm", warm_pods=1)
+    expected = 0.010 + 0.7 * 0.010 / (2 * (1 - 0.7))
+    assert np.nanmean(result.latency) == pytest.approx(expected, rel=0.03)
+
+
+def test_evenly_spaced_arrivals_below_capacity_never_queue():
+    """D/D/1 with spacing 11.1 ms > service 10 ms: every request takes exactly its service."""
+    result = run(parse("constant:rate=90,duration=60,arrivals=uniform"), CONSTANT_10MS, ONE_POD, start="warm", warm_pods=1)
+    assert np.allclose(result.latency, 0.010)
+
+
+def test_overlapping_part_adds_latency_but_not_load():
+    """Capacity 100 req/s with a 30 ms lone latency: 20 ms overlap; at 90 req/s evenly spaced
+    nothing queues, so every request takes the lone latency."""
+    pod = PodModel.build(1, 100.0, (0.030,) * 6)
+    assert pod.overlap_seconds == pytest.approx(0.020)
+    result = run(parse("constant:rate=90,duration=30,arrivals=uniform"), pod, ONE_POD, start="warm", warm_pods=1)
+    assert np.allclose(result.latency, 0.030)
+    assert pod.closed_loop(1) == pytest.approx((1 / 0.030, 0.030))
+    assert pod.closed_loop(64)[0] == pytest.approx(100.0, rel=1e-6)
+
+
+def test_concurrency_seen_by_the_autoscaler_obeys_littles_law():
+    """Average requests in the system = arrival rate x mean time in the system."""
+    settings = CURRENT_LIKE.replace(min_scale=3, max_scale=3)
+    result = run(parse("constant:rate=60,duration=600"), settings=settings)
+    concurrency = np.mean(result.timeline["concurrency"][10:590])
+    inside = (result.arrivals > 10) & (result.arrivals < 590)
+    assert concurrency == pytest.approx(60 * np.nanmean(result.latency[inside]), rel=0.05)
+
+
+def test_dealt_segments_give_the_same_result_as_one_request_at_a_time():
+    """The vectorised round robin is an optimisation only: identical latencies, pods and
+    pod-seconds, including cold starts, the activator's backlog, 503s and scale-downs."""
+    cases = [
+        (parse("burst:rate=150,idle=20,length=90,duration=300"), CURRENT_LIKE),
+        (parse("diurnal:low=5,peak=200,period=300,duration=300,seed=4"), CURRENT_LIKE.replace(target_burst_capacity=-1)),
+        (parse("constant:rate=120,duration=120"), CURRENT_LIKE.replace(container_concurrency=2, max_scale=2, target_burst_capacity=0)),
+    ]
+    for traffic, settings in cases:
+        dealt = sim.Simulation(traffic, SKEWED, settings, FAST_COLD_START).run()
+        one_by_one = sim.Simulation(traffic, SKEWED, settings, FAST_COLD_START, deal_segments=False).run()
+        assert np.allclose(dealt.latency, one_by_one.latency, equal_nan=True, rtol=0, atol=1e-9)
+        assert {k: v for k, v in dealt.timeline.items() if k != "concurrency"} == \
+            {k: v for k, v in one_by_one.timeline.items() if k != "concurrency"}
+        assert np.allclose(dealt.timeline["concurrency"], one_by_one.timeline["concurrency"])
+        assert dealt.pod_seconds == pytest.approx(one_by_one.pod_seconds)
+        assert dealt.rejected == one_by_one.rejected
+
+
+# --- Knative's behaviour end to end ------------------------------------------------------------
+
+
+def test_first_request_wakes_the_revision_at_once():
+    """The activator reports the first request at once and the autoscaler ticks on it
+    (MultiScaler.Poke): the pod is created at the request, not at the next 2 s tick, so the
+    request waits one cold start plus its service."""
+    cold = ColdStart(process_start_seconds=1.0, scheduling_seconds=4.0, image_cached=True)
+    result = run(arrivals([10.5], 120), CONSTANT_10MS, CURRENT_LIKE, cold)
+    assert result.latency[0] == pytest.approx(5.0 + 0.010)
+    assert result.cold[0] and result.proxied[0]
+
+
+def test_requests_during_a_cold_start_wait_and_count_as_cold():
+    traffic = parse("burst:rate=50,idle=10,length=20,duration=200,arrivals=uniform")
+    result = run(traffic, CONSTANT_10MS, CURRENT_LIKE)
+    first_ready = 10 + FAST_COLD_START.seconds
+    waited = result.arrivals < first_ready
+    assert np.array_equal(result.cold, waited)
+    assert np.all(result.latency[waited] >= first_ready - result.arrivals[waited])
+    assert result.error_share == 0
+
+
+def test_activation_scale_starts_several_pods_from_zero():
+    """autoscaler.Scale: activation-scale 3 turns the first non-zero recommendation into 3."""
+    result = run(arrivals([5.0], 100), settings=CURRENT_LIKE.replace(activation_scale=3))
+    assert pods_over_time(result).max() == 3
+
+
+def test_max_scale_caps_a_panic():
+    result = run(parse("burst:rate=400,idle=5,length=60,duration=200"), settings=CURRENT_LIKE.replace(max_scale=4))
+    assert pods_over_time(result).max() == 4
+    assert run(parse("burst:rate=400,idle=5,length=60,duration=200")).max_pods == 10
+
+
+@pytest.mark.parametrize("label, tbc, retention, after_window", [
+    ("activator out of the path: waits the grace period", 0, 0, 30),
+    ("activator already in the path: no grace needed", 64, 0, 0),
+    ("last-pod retention", 64, 120, 120),
+])
+def test_last_pod_goes_a_stable_window_after_the_traffic(label, tbc, retention, after_window):
+    """docs (scale-to-zero) and scaler.handleScaleToZero: the last replica goes once a stable
+    window (60 s) passed without traffic, and then either the activator has been in the path
+    for scale-to-zero-grace-period (30 s; already true when target-burst-capacity kept it
+    there) or, with a retention period, that period has passed."""
+    traffic = arrivals(np.arange(5.0, 20.0, 0.1), 300)
+    settings = CURRENT_LIKE.replace(scale_down_delay=0, target_burst_capacity=tbc,
+                                    scale_to_zero_pod_retention=retention)
+    pods = pods_over_time(run(traffic, settings=settings))
+    gone = np.nonzero(pods)[0][-1] + 2  # timeline row k is second k + 1
+    assert 20 + 60 + after_window <= gone <= 20 + 60 + after_window + 4, label
+
+
+def test_scale_down_delay_holds_the_pods_after_a_drop():
+    traffic = parse("step:from=150,to=10,at=100,duration=200")
+    quick = pods_over_time(run(traffic, settings=CURRENT_LIKE.replace(scale_down_delay=0)))
+    held = pods_over_time(run(traffic, settings=CURRENT_LIKE.replace(scale_down_delay=120)))
+    assert held[100:190].sum() > quick[100:190].sum()
+
+
+def test_queue_proxy_answers_503_beyond_eleven_times_container_concurrency():
+    """Queue-proxy admits containerConcurrency in flight plus 10 x containerConcurrency queued
+    (sharedmain.buildBreaker), then 503: 2 + 20 of 100 simultaneous requests get in."""
+    slow = PodModel.build(1, 1.0, (1.0,) * 6)
+    settings = ONE_POD.replace(container_concurrency=2)
+    result = run(arrivals(np.full(100, 5.0), 200), slow, settings, start="warm", warm_pods=1)
+    assert result.rejected == 100 - 22
+
+
+def test_activator_answers_503_beyond_its_queue():
+    """The activator holds 10,000 requests per activator (two at least) while no pod is ready."""
+    result = run(arrivals(np.full(20_500, 1.0), 30), CONSTANT_10MS, CURRENT_LIKE.replace(max_scale=1))
+    assert result.rejected == 500
+
+
+def test_requests_over_timeout_seconds_count_as_504():
+    slow = PodModel.build(1, 10.0, (0.1,) * 6)
+    settings = ONE_POD.replace(timeout_seconds=2.0)
+    result = run(parse("constant:rate=12,duration=60,arrivals=uniform"), slow, settings, start="warm", warm_pods=1)
+    assert result.timed_out == int(np.sum(result.latency > 2.0)) > 0
+    assert result.error_share == pytest.approx(result.timed_out / result.requests)
+
+
+def test_pod_seconds_count_every_pod_for_its_whole_life():
+    result = run(parse("constant:rate=5,duration=100"), settings=CURRENT_LIKE.replace(min_scale=2, max_scale=2))
+    assert result.pod_seconds == pytest.approx(200.0)
+
+
+@pytest.mark.slow
+def test_an_hour_at_1000_requests_per_second_runs_in_seconds():
+    """Prints the wall time (a figure, not a verdict: machines differ)."""
+    traffic = parse("constant:rate=1000,duration=3600")
+    started = time.perf_counter()
+    result = run(traffic, settings=CURRENT_LIKE.replace(max_scale=60))
+    print(f"\none simulated hour at 1,000 req/s ({result.requests:,} requests): "
+          f"{time.perf_counter() - started:.1f} s, p99 {1000 * result.percentile(99):.0f} ms")
+    assert result.requests > 3_500_000
+    assert not np.isnan(result.latency).any()
