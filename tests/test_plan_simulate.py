@@ -37,6 +37,39 @@ def pods_over_time(result: sim.Result) -> np.ndarray:
     return np.asarray(result.timeline["ready"]) + np.asarray(result.timeline["starting"])
 
 
+# --- the pod model ------------------------------------------------------------------------------
+
+
+def profile_with(rates: list[float], lone_ms: tuple[float, ...]) -> dict:
+    keys = ("min", "p50", "p90", "p95", "p99", "max")
+    points = [{"in_flight": 2 ** i, "requests_per_second": rate, "latency_ms": dict(zip(keys, lone_ms))}
+              for i, rate in enumerate(rates)]
+    return {"shapes": {"1": {"points": points}}}
+
+
+def test_capacity_is_the_median_of_the_saturated_points():
+    """Points within 5% of the best count as saturated; one lucky run does not set capacity."""
+    pod = PodModel.from_profile(profile_with([20.0, 35.0, 37.0, 36.8, 38.5], (10, 25, 40, 50, 90, 150)), 1)
+    assert pod.capacity_rps == 37.0
+    assert pod.lone_latency == (0.010, 0.025, 0.040, 0.050, 0.090, 0.150)
+
+
+def test_service_times_follow_the_lone_latency_less_the_overlap():
+    """Lone latency mean (piecewise-linear quantiles) 50 ms at capacity 25 req/s: 40 ms of
+    service, 10 ms overlapping; drawn service times have that mean and that spread."""
+    pod = PodModel.build(1, 25.0, (0.030, 0.045, 0.065, 0.070, 0.080, 0.100))
+    lone_mean = 0.5 * 0.0375 + 0.4 * 0.055 + 0.05 * 0.0675 + 0.04 * 0.075 + 0.01 * 0.090
+    assert pod.overlap_seconds == pytest.approx(lone_mean - 0.040)
+    drawn = pod.service_times(200_000, np.random.default_rng(0))
+    assert drawn.mean() == pytest.approx(0.040, rel=0.01)
+    assert np.percentile(drawn, 50) == pytest.approx(0.045 - pod.overlap_seconds, rel=0.01)
+
+
+def test_a_profile_without_the_shape_is_refused():
+    with pytest.raises(ValueError, match="no 16-text measurements"):
+        PodModel.from_profile(profile_with([10.0], (1, 2, 3, 4, 5, 6)), 16)
+
+
 # --- queueing ---------------------------------------------------------------------------------
 
 

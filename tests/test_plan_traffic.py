@@ -106,3 +106,10 @@ def test_replay_of_access_logs_envoy_common_log_format_and_epoch(tmp_path):
     epoch.write_text(f"{start + 1.5} POST /predict\n{start:.3f} POST /predict\n")
     replayed = parse(f"replay:path={epoch},speed=2")
     assert np.allclose(replayed.arrivals, [0.0, 0.75])
+
+
+def test_shapes_joined_with_plus_are_superposed():
+    day = parse("constant:rate=10,duration=100,arrivals=uniform+burst:rate=50,idle=40,length=10,arrivals=uniform")
+    assert day.arrivals.size == 1000 + 500
+    assert day.duration == 40 + 10 + 300  # the longest part (the burst's default tail of 300 s)
+    assert np.all(np.diff(day.arrivals) >= 0)

@@ -110,13 +110,6 @@ class Autoscaling:
         return self
 
 
-# The fields a revision sets itself (the rest are config-autoscaler keys of the cluster).
-REVISION_FIELDS = (
-    "container_concurrency", "target", "target_utilization", "min_scale", "max_scale", "initial_scale",
-    "activation_scale", "scale_down_delay", "window", "panic_window_percentage", "panic_threshold_percentage",
-    "scale_to_zero_pod_retention", "target_burst_capacity", "timeout_seconds",
-)
-
 # --- reading -------------------------------------------------------------------------------------
 
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -257,11 +250,6 @@ def kustomize_patch(service_name: str, settings: Autoscaling, header: list[str],
 
 def _with_note(line: str, note: str | None) -> str:
     return f"{line}  # {note}" if note else line
-
-
-def changed_fields(current: Autoscaling, proposed: Autoscaling) -> list[str]:
-    """Names of the revision-level fields that differ (cluster keys excluded)."""
-    return [name for name in REVISION_FIELDS if getattr(current, name) != getattr(proposed, name)]
 
 
 def describe(settings: Autoscaling) -> str:

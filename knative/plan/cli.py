@@ -198,11 +198,10 @@ def _run_recommend(args: argparse.Namespace) -> int:
         other = traffic.parse(args.traffic, seed)
         again = simulate(other, pod, best, cold_start, seed=seed)
         print(f"  check with seed {seed}: {report.short_figures(again)}")
-    changed = annotations.changed_fields(current, best)
-    reverted = search.one_at_a_time(best, changed)
     header = _patch_header(args, measured, shape, slo, cold_start, existing, recommended)
-    notes = {_annotation_name(name): f"was {_value(getattr(current, name))}; with the old value:"
-                                      f" {report.short_figures(result)}" for name, result in reverted.items()}
+    notes = {_annotation_name(name): _note(kind, value, result, slo)
+             for name, (kind, value, result) in search.alternatives(best).items()}
+    notes["initial-scale"] = "not searched: applies only when a revision is created"
     args.patch.parent.mkdir(parents=True, exist_ok=True)
     args.patch.write_text(annotations.kustomize_patch(service["metadata"]["name"], best, header, notes))
     print(f"patch: {args.patch} (add it to the overlay's kustomization.yaml: patches: - path: {args.patch.name})")
@@ -211,6 +210,15 @@ def _run_recommend(args: argparse.Namespace) -> int:
                  f"{shape.spec} on {measured['cpu']['summary']}; SLO {slo.describe()}", slo.p99_ms)
     print(f"chart: {chart_path}")
     return 0
+
+
+def _note(kind: str, value, result, slo: Slo) -> str:
+    if kind == "changed":
+        return f"was {_value(value)}; with {_value(value)}: {report.short_figures(result)}"
+    if value is None:
+        return "kept: no other value tried costs less"
+    return (f"kept: {_value(value)} costs less but misses the SLO"
+            f" ({report.short_figures(result)})" if not slo.met(result) else f"kept: {_value(value)}: {report.short_figures(result)}")
 
 
 def _annotation_name(field: str) -> str:
@@ -232,6 +240,7 @@ def _patch_header(args, measured, shape, slo, cold_start, existing, recommended)
         f"Traffic {shape.spec}; SLO {slo.describe()}; {cold_start.describe()}.",
         f"Simulated, current settings:     {report.short_figures(existing)}",
         f"Simulated, these settings:       {report.short_figures(recommended)}",
-        "Beside each changed value: the figures with that one value set back (what the change buys).",
+        "Beside each value: with the value changed, the figures with the old value; kept, the cheapest",
+        "other value tried and why it was not taken.",
         "",
     ]

@@ -6,7 +6,8 @@ ch. 5 and 6), both taken from the profile of one request shape:
 
 - a bottleneck that serves requests one after another, first come first served (the engine
   and the interpreter lock: batches run one at a time, in arrival order), whose mean service
-  time is 1 / the highest throughput measured at any in-flight count;
+  time is 1 / the throughput measured once it stopped growing with more requests in flight
+  (the median of the saturated points);
 - a constant time per request that overlaps with other requests' service (network, JSON,
   validation, tokenization on the request threads): the mean latency of a lone request minus
   that service time.
@@ -31,6 +32,8 @@ QUANTILE_KEYS = ("min", "p50", "p90", "p95", "p99", "max")
 # A drawn service time is never below this share of the mean (a lone request faster than the
 # overlapping part would otherwise get a service time of zero or less).
 MIN_SERVICE_SHARE = 0.05
+# Closed-loop throughputs within this share of the highest count as saturated.
+SATURATION_SHARE = 0.95
 
 
 class ProfileError(ValueError):
@@ -40,7 +43,7 @@ class ProfileError(ValueError):
 @dataclass(frozen=True)
 class PodModel:
     texts_per_request: int
-    capacity_rps: float  # highest measured requests/s: 1 / mean service time of the bottleneck
+    capacity_rps: float  # saturated requests/s (closed loop): 1 / mean service time of the bottleneck
     lone_latency: tuple[float, ...]  # seconds at QUANTILE_LEVELS, one request in flight
     overlap_seconds: float  # part of a lone request's latency not spent at the bottleneck
 
@@ -54,7 +57,7 @@ class PodModel:
         lone = [p for p in points if p["in_flight"] == 1]
         if not lone:
             raise ProfileError(f"the {texts_per_request}-text profile has no point with one request in flight")
-        capacity = max(p["requests_per_second"] for p in points)
+        capacity = saturated_throughput([p["requests_per_second"] for p in points])
         quantiles = tuple(lone[0]["latency_ms"][key] / 1000.0 for key in QUANTILE_KEYS)
         return cls.build(texts_per_request, capacity, quantiles)
 
@@ -86,6 +89,13 @@ class PodModel:
             throughput = clients / latency
             queue = throughput * residence
         return throughput, latency
+
+
+def saturated_throughput(rates: list[float]) -> float:
+    """The pod's capacity: the median of the closed-loop throughputs within SATURATION_SHARE of
+    the highest (the points past the knee), so one lucky run does not set it."""
+    best = max(rates)
+    return float(np.median([rate for rate in rates if rate >= SATURATION_SHARE * best]))
 
 
 def piecewise_mean(quantiles: tuple[float, ...]) -> float:

@@ -33,8 +33,8 @@ GRID = {
     "window": (30.0, 60.0, 120.0),
     "scale_down_delay": (0.0, 15.0, 30.0, 60.0, 120.0, 300.0),
     "target_burst_capacity": (0.0, 32.0, 64.0, 128.0, 211.0, -1.0),
-    "min_scale": (0, 1, 2, 3),
-    "activation_scale": (0, 2, 3, 4, 6),
+    "min_scale": (0, 1, 2, 3, 4),
+    "activation_scale": (0, 2, 3, 4, 5, 6, 8),
     "scale_to_zero_pod_retention": (0.0, 60.0, 120.0, 300.0),
 }
 
@@ -130,7 +130,23 @@ class Search:
                 break
         return best
 
-    def one_at_a_time(self, best: Autoscaling, names: list[str]) -> dict[str, Result]:
-        """For each changed setting: the recommendation with that one setting back at its current
-        value (what the change buys)."""
-        return {name: self.run(best.replace(**{name: getattr(self.current, name)})) for name in names}
+    def alternatives(self, best: Autoscaling) -> dict[str, tuple[str, object, Result | None]]:
+        """Per searched setting, what its value buys, from simulations around `best` (the last pass
+        already ran them): ("changed", old value, result with the old value) or ("kept", the
+        cheapest other value of the grid that costs less and its result, or None when no other
+        value costs less)."""
+        notes: dict[str, tuple[str, object, Result | None]] = {}
+        cost = self.run(best).pod_seconds
+        for name, values in self.grid().items():
+            old = getattr(self.current, name)
+            if getattr(best, name) != old:
+                notes[name] = ("changed", old, self.run(best.replace(**{name: old})))
+                continue
+            others = [best.replace(**{name: v}) for v in values if v != old]
+            cheaper = [o for o in others if self.valid(o) and self.run(o).pod_seconds < cost * (1 - TIE_SHARE)]
+            if cheaper:
+                cheapest = min(cheaper, key=lambda o: self.run(o).pod_seconds)
+                notes[name] = ("kept", getattr(cheapest, name), self.run(cheapest))
+            else:
+                notes[name] = ("kept", None, None)
+        return notes

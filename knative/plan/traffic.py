@@ -8,6 +8,9 @@ A shape is written `KIND:key=value,...` on the command line:
     diurnal:low=20,peak=400,period=3600,duration=3600   1 - cos day curve, lowest at t=0
     replay:path=FILE[,speed=1]                      arrival times of a recorded run (see below)
 
+Shapes joined with `+` are superposed (their arrivals merged), e.g. a day with a burst on top:
+`diurnal:low=0,peak=150,period=3600+burst:rate=100,idle=1200,length=120,duration=3600`.
+
 Every generated shape (not replay) takes `arrivals=poisson` (default: independent clients, what
 real traffic looks like) or `arrivals=uniform` (evenly spaced, what k6's arrival-rate executors
 send), and `seed=N`.
@@ -65,6 +68,15 @@ class Traffic:
 
 
 def parse(spec: str, default_seed: int = 1) -> Traffic:
+    """A shape, or several joined with `+` (superposed; each part has its own seed)."""
+    parts = [parse_one(part, default_seed + number) for number, part in enumerate(spec.split("+"))]
+    if len(parts) == 1:
+        return parts[0]
+    arrivals = np.sort(np.concatenate([part.arrivals for part in parts]))
+    return Traffic(arrivals, max(part.duration for part in parts), spec)
+
+
+def parse_one(spec: str, default_seed: int) -> Traffic:
     kind, _, rest = spec.partition(":")
     params = _params(rest, spec)
     seed = int(params.pop("seed", default_seed))
