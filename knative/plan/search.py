@@ -104,8 +104,6 @@ class Search:
         s = settings
         if s.max_scale and (s.min_scale > s.max_scale or s.activation_scale > s.max_scale):
             return False
-        if s.container_concurrency and s.target is not None and s.target > s.container_concurrency:
-            return False  # Knative would use containerConcurrency: same as a smaller target
         try:
             s.validate()
         except ValueError:

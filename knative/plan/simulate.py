@@ -4,9 +4,10 @@ What moves, and where each piece comes from:
 
 - requests arrive at the times of the traffic shape; while the activator is in the path
   (scaled to zero, or spare capacity below target-burst-capacity) they go through it: it sends
-  each to a ready pod with fewer than containerConcurrency requests in flight (round robin),
-  or holds it, first in first out, until a slot frees or a pod becomes ready (10,000 per
-  activator, then 503: pkg/activator/net/throttler.go);
+  each to a ready pod where fewer than containerConcurrency of its own requests are in flight
+  (round robin; it does not see requests that reached a pod directly), or holds it, first in
+  first out, until a slot frees or a pod becomes ready (10,000 per activator, then 503:
+  pkg/activator/net/throttler.go);
 - otherwise they go straight to the ready pods, round robin (the ingress gateway's balancing),
   and queue-proxy admits containerConcurrency in flight plus 10 x containerConcurrency queued,
   then answers 503 (pkg/queue/breaker.go, sharedmain.buildBreaker);
@@ -55,18 +56,26 @@ class Pod:
     free_at: float = 0.0  # when its bottleneck has served everything it was given
     slots_since: float = 0.0  # ends before this time are forgotten (trimmed)
     ends: deque = field(default_factory=deque)  # completion times of requests in flight, ascending
+    activator_ends: deque = field(default_factory=deque)  # those the activator sent (its own count)
+
+    def forget(self, now: float) -> None:
+        """Drops the requests finished by `now`."""
+        for ends in (self.ends, self.activator_ends):
+            while ends and ends[0] <= now:
+                ends.popleft()
+        self.slots_since = max(self.slots_since, now)
 
     def in_flight(self, now: float) -> int:
-        while self.ends and self.ends[0] <= now:
-            self.ends.popleft()
-        self.slots_since = max(self.slots_since, now)
+        """Requests in the pod (queue-proxy's count, whoever sent them)."""
+        self.forget(now)
         return len(self.ends)
 
     def slot_time(self, limit: int) -> float:
-        """Earliest time from `slots_since` on when fewer than `limit` requests are in flight."""
-        if not limit or len(self.ends) < limit:
+        """Earliest time from `slots_since` on when the activator has fewer than `limit` of its
+        own requests in flight at this pod (it does not see requests that came directly)."""
+        if not limit or len(self.activator_ends) < limit:
             return self.slots_since
-        return self.ends[len(self.ends) - limit]
+        return self.activator_ends[len(self.activator_ends) - limit]
 
     def end_of_life(self, horizon: float) -> float:
         if self.removed is None:
@@ -216,7 +225,7 @@ class Simulation:
             index = stop
             self._drain_backlog(until)
             for pod in self.ready:
-                pod.in_flight(until)  # forget finished requests
+                pod.forget(until)
             now = until
             for pod in [p for p in self.starting if p.ready_at == now]:
                 self._pod_ready(pod, now)
@@ -251,11 +260,10 @@ class Simulation:
         for i in range(lo, hi):
             self._route_one(i, through_activator)
 
-    def _limit(self, through_activator: bool) -> int:
-        """In-flight requests a pod may hold: the activator fills to containerConcurrency;
-        queue-proxy queues up to 10 x more behind it (0 = no limit)."""
-        cc = self.settings.container_concurrency
-        return cc if through_activator else cc * (1 + QUEUE_PROXY_DEPTH_FACTOR)
+    def _queue_proxy_limit(self) -> int:
+        """Requests queue-proxy admits: containerConcurrency in flight plus 10 x as many queued
+        (0 = no limit); past it, 503."""
+        return self.settings.container_concurrency * (1 + QUEUE_PROXY_DEPTH_FACTOR)
 
     def _deal_segment(self, lo: int, hi: int, through_activator: bool) -> bool:
         """Round robin over the ready pods for requests lo..hi at once; False (nothing changed)
@@ -278,8 +286,10 @@ class Simulation:
         free = np.array([pod.free_at for pod in pods])
         done = served + np.maximum(np.maximum.accumulate(arrive - (served - service), axis=0), free)
         ends = done + self.pod_model.overlap_seconds
-        limit = self._limit(through_activator)
-        if limit and not self._below_limit(pods, arrive, ends, count, limit):
+        limits = [([pod.ends for pod in pods], self._queue_proxy_limit())]
+        if through_activator:
+            limits.append(([pod.activator_ends for pod in pods], self.settings.container_concurrency))
+        if not all(_below_limit(earlier, arrive, ends, count, limit) for earlier, limit in limits if limit):
             return False
         flat_ends = ends.reshape(-1)[:count]
         for c, pod in enumerate(pods):
@@ -287,33 +297,13 @@ class Simulation:
             if filled:
                 pod.free_at = float(done[filled - 1, c])
                 pod.ends.extend(ends[:filled, c].tolist())
+                if through_activator:
+                    pod.activator_ends.extend(ends[:filled, c].tolist())
         self.end[lo:hi] = flat_ends
         self.rr = (self.rr + count) % k
         self.proxied[lo:hi] = through_activator
         self._account(self.arrival[lo:hi], flat_ends, through_activator)
         return True
-
-    @staticmethod
-    def _below_limit(pods: list[Pod], arrive: np.ndarray, ends: np.ndarray, count: int, limit: int) -> bool:
-        """Whether each of the first `count` requests (row-major) finds fewer than `limit` in
-        flight at its pod (column)."""
-        held = np.array([len(pod.ends) for pod in pods])
-        rows, k = arrive.shape
-        if np.all(held + rows <= limit):
-            return True  # cannot reach the limit even if nothing finished
-        # In flight before request r of a column = held + r - (ends <= its arrival, earlier
-        # or this segment's). Columns are laid end to end on one axis, `span` apart, so one
-        # searchsorted counts within each column.
-        base = min(float(arrive.min()), min((pod.ends[0] for pod in pods if pod.ends), default=np.inf))
-        span = float(ends.max() - base + 1.0)
-        keys = np.concatenate([
-            np.concatenate([np.fromiter(pod.ends, dtype=float, count=len(pod.ends)), ends[:, c]]) - base + c * span
-            for c, pod in enumerate(pods)])
-        offsets = np.concatenate([[0], np.cumsum(held + rows)[:-1]])
-        finished = np.searchsorted(keys, arrive - base + np.arange(k) * span, side="right") - offsets
-        in_flight = held + np.arange(rows)[:, None] - finished
-        real = (np.arange(rows * k) < count).reshape(rows, k)
-        return not np.any((in_flight >= limit) & real)
 
     def _route_one(self, i: int, through_activator: bool) -> None:
         at = float(self.arrival[i])
@@ -323,26 +313,22 @@ class Simulation:
         if not through_activator:
             pod = self.ready[self.rr % len(self.ready)]
             self.rr = (self.rr + 1) % len(self.ready)
-            limit = self._limit(False)
-            if limit and pod.in_flight(at) >= limit:
-                self.status[i] = REJECTED
-            else:
-                self._assign(i, pod, at)
-            return
-        if self.backlog or not self._assign_to_free_pod(i, at):
+            self._admit(i, pod, at)
+        elif self.backlog or not self._assign_to_free_pod(i, at):
             if len(self.backlog) >= self.activator_limit:
                 self.status[i] = REJECTED
             else:
                 self.backlog.append(i)
 
     def _assign_to_free_pod(self, i: int, at: float) -> bool:
-        """The activator's round robin over ready pods with a free slot."""
-        limit = self._limit(True)
+        """The activator's round robin over ready pods where it has a free slot."""
+        limit = self.settings.container_concurrency
         for step in range(len(self.ready)):
             pod = self.ready[(self.rr + step) % len(self.ready)]
-            if not limit or pod.in_flight(at) < limit:
+            pod.forget(at)
+            if pod.slot_time(limit) <= at:
                 self.rr = (self.rr + step + 1) % len(self.ready)
-                self._assign(i, pod, at)
+                self._admit(i, pod, at)
                 return True
         return False
 
@@ -353,7 +339,7 @@ class Simulation:
         pod. A pod's slot time only moves later, so an entry older than its pod is found on top
         and refreshed; removed pods are dropped when they surface.
         """
-        limit = self._limit(True)
+        limit = self.settings.container_concurrency
         while self.backlog and self.slots:
             at, number, pod = self.slots[0]
             if pod.removed is not None:
@@ -366,19 +352,28 @@ class Simulation:
             if at > until:
                 return
             i = self.backlog.popleft()
-            pod.in_flight(at)
-            self._assign(i, pod, max(at, float(self.arrival[i])))
+            self._admit(i, pod, max(at, float(self.arrival[i])))
             heapq.heapreplace(self.slots, (pod.slot_time(limit), number, pod))
+
+    def _admit(self, i: int, pod: Pod, at: float) -> None:
+        """Queue-proxy takes the request, or answers 503 when its queue is full."""
+        limit = self._queue_proxy_limit()
+        if limit and pod.in_flight(at) >= limit:
+            self.status[i] = REJECTED
+        else:
+            self._assign(i, pod, at)
 
     def _add_ready(self, pod: Pod) -> None:
         self.ready.append(pod)
-        heapq.heappush(self.slots, (pod.slot_time(self._limit(True)), pod.number, pod))
+        heapq.heappush(self.slots, (pod.slot_time(self.settings.container_concurrency), pod.number, pod))
 
     def _assign(self, i: int, pod: Pod, at: float) -> None:
         done = max(at, pod.free_at) + self.service[i]
         pod.free_at = done
         end = done + self.pod_model.overlap_seconds
         pod.ends.append(end)
+        if self.proxied[i]:
+            pod.activator_ends.append(end)
         self.end[i] = end
         self.pending[bool(self.proxied[i])].append((max(float(self.arrival[i]), self.accounted_until), end))
 
@@ -486,6 +481,28 @@ class Simulation:
             latency=latency, cold=self.cold, proxied=self.proxied, rejected=int(np.sum(self.status == REJECTED)),
             timed_out=timed_out, pod_seconds=float(pod_seconds), timeline=self.timeline, wall_seconds=wall_seconds,
         )
+
+
+def _below_limit(earlier: list[deque], arrive: np.ndarray, ends: np.ndarray, count: int, limit: int) -> bool:
+    """Whether each of the first `count` requests (row-major) of a dealt segment finds fewer than
+    `limit` in flight at its pod (column): `earlier` holds each column's requests in flight
+    before the segment, `ends` the segment's completion times."""
+    held = np.array([len(e) for e in earlier])
+    rows, k = arrive.shape
+    if np.all(held + rows <= limit):
+        return True  # cannot reach the limit even if nothing finished
+    # In flight before request r of a column = held + r - (ends <= its arrival, earlier or this
+    # segment's). Columns are laid end to end on one axis, `span` apart, so one searchsorted
+    # counts within each column.
+    base = min(float(arrive.min()), min((e[0] for e in earlier if e), default=np.inf))
+    span = float(ends.max() - base + 1.0)
+    keys = np.concatenate([np.concatenate([np.fromiter(e, dtype=float, count=len(e)), ends[:, c]]) - base + c * span
+                           for c, e in enumerate(earlier)])
+    offsets = np.concatenate([[0], np.cumsum(held + rows)[:-1]])
+    finished = np.searchsorted(keys, arrive - base + np.arange(k) * span, side="right") - offsets
+    in_flight = held + np.arange(rows)[:, None] - finished
+    real = (np.arange(rows * k) < count).reshape(rows, k)
+    return not np.any((in_flight >= limit) & real)
 
 
 def _add(array: np.ndarray, index: np.ndarray, weights: np.ndarray) -> None:
