@@ -223,3 +223,18 @@ def test_an_hour_at_1000_requests_per_second_runs_in_seconds():
           f"{time.perf_counter() - started:.1f} s, p99 {1000 * result.percentile(99):.0f} ms")
     assert result.requests > 3_500_000
     assert not np.isnan(result.latency).any()
+
+
+def test_the_activator_counts_only_its_own_requests_at_a_pod():
+    """pkg/activator/net/throttler.go: each pod tracker's breaker counts the requests this
+    activator sent; requests that reached the pod directly are invisible to it. Queue-proxy
+    counts them all."""
+    pod = sim.Pod(0, created=0.0, ready_at=0.0)
+    pod.ends.extend([1.0, 2.0, 3.0])  # three direct requests in flight
+    assert pod.slot_time(2) == 0.0  # the activator may still send two
+    pod.ends.append(4.0)
+    pod.activator_ends.extend([4.0])
+    pod.ends.append(5.0)
+    pod.activator_ends.append(5.0)
+    assert pod.slot_time(2) == 4.0  # its two are in flight: a slot frees when the first ends
+    assert pod.in_flight(2.5) == 3

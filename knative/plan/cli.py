@@ -199,7 +199,7 @@ def _run_recommend(args: argparse.Namespace) -> int:
         again = simulate(other, pod, best, cold_start, seed=seed)
         print(f"  check with seed {seed}: {report.short_figures(again)}")
     header = _patch_header(args, measured, shape, slo, cold_start, existing, recommended)
-    notes = {_annotation_name(name): _note(kind, value, result, slo)
+    notes = {_annotation_name(name): _note(kind, _shown(name, value), result, slo)
              for name, (kind, value, result) in search.alternatives(best).items()}
     notes["initial-scale"] = "not searched: applies only when a revision is created"
     args.patch.parent.mkdir(parents=True, exist_ok=True)
@@ -207,28 +207,34 @@ def _run_recommend(args: argparse.Namespace) -> int:
     print(f"patch: {args.patch} (add it to the overlay's kustomization.yaml: patches: - path: {args.patch.name})")
     chart_path = args.chart or args.patch.with_suffix(".png")
     report.chart({"recommended": recommended, "current": existing}, chart_path,
-                 f"{shape.spec} on {measured['cpu']['summary']}; SLO {slo.describe()}", slo.p99_ms)
+                 f"{shape.spec} on {measured['cpu']['summary']}\nSLO {slo.describe()}", slo.p99_ms)
     print(f"chart: {chart_path}")
     return 0
 
 
-def _note(kind: str, value, result, slo: Slo) -> str:
+def _shown(field: str, value) -> str | None:
+    """A setting's value as its annotation writes it (percentages, durations)."""
+    if value is None:
+        return None
+    if field == "container_concurrency":
+        return str(value)
+    written = annotations.annotation_values(Autoscaling().replace(**{field: value}))
+    return written.get(_annotation_name(field), "unset")
+
+
+def _note(kind: str, value: str | None, result, slo: Slo) -> str:
     if kind == "changed":
-        return f"was {_value(value)}; with {_value(value)}: {report.short_figures(result)}"
+        return f"was {value}; with {value}: {report.short_figures(result)}"
     if value is None:
         return "kept: no other value tried costs less"
-    return (f"kept: {_value(value)} costs less but misses the SLO"
-            f" ({report.short_figures(result)})" if not slo.met(result) else f"kept: {_value(value)}: {report.short_figures(result)}")
+    verdict = "costs less but misses the SLO" if not slo.met(result) else "costs less"
+    return f"kept: {value} {verdict} ({report.short_figures(result)})"
 
 
 def _annotation_name(field: str) -> str:
     if field == "container_concurrency":
         return "containerConcurrency"
     return next(name for name, (f, _) in annotations.ANNOTATIONS.items() if f == field)
-
-
-def _value(value) -> str:
-    return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _patch_header(args, measured, shape, slo, cold_start, existing, recommended) -> list[str]:
