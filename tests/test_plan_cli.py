@@ -113,6 +113,7 @@ def test_simulate_prints_the_figures_and_its_time(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "scale 0..3" in out and "p99 latency" in out and "pod-seconds" in out
+    assert "pods (ready + starting) every 5 s: 0 0 " in out
     assert "simulated 200 s of traffic" in out
     assert chart.stat().st_size > 10_000
 
@@ -164,3 +165,4 @@ def test_profile_measures_a_real_pod_and_validates_the_model(tiny_artifact, tmp_
     assert all(p["requests_per_second"] > 0 and p["latency_ms"]["p99"] >= p["latency_ms"]["p50"] for p in points)
     assert len(profile["start_to_ready_seconds"]) == 1
     assert "pod model against k6" in result.stdout and "within 25%" in result.stdout
+    assert "CPUs used during the open-loop run: pod" in result.stdout

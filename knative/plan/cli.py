@@ -76,8 +76,8 @@ def _run_profile(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}")
         _print_pod_model(measured, shapes)
         if args.validate:
-            steps = validate.check(bench, measured, model_dir, overrides, args.step_seconds, workdir)
-            print(validate.report(steps, measured["cpu"]["summary"]))
+            steps, cpus = validate.check(bench, measured, model_dir, overrides, args.step_seconds, workdir)
+            print(validate.report(steps, cpus, measured["cpu"]["summary"]))
     return 0
 
 
@@ -160,6 +160,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     print(f"settings: {annotations.describe(settings)}")
     result = simulate(shape, pod, settings, cold_start, start=args.start, seed=args.seed)
     print(report.figure_rows({"simulated": result}))
+    print(report.pods_over_time(result, every=max(1, int(shape.duration) // 40)))
     print(f"simulated {shape.duration:g} s of traffic ({result.requests:,} requests) in {result.wall_seconds:.2f} s")
     if args.chart:
         title = f"{shape.spec} on {measured['cpu']['summary']}"
@@ -183,7 +184,7 @@ def _add_recommend(parser: argparse.ArgumentParser) -> None:
 def _run_recommend(args: argparse.Namespace) -> int:
     measured, pod, cold_start, current, service, shape = _inputs(args)
     slo = Slo(args.slo_p99_ms, args.error_budget)
-    print(f"current ({args.overlay}): {annotations.describe(current)}")
+    print(f"current ({_shown_path(args.overlay)}): {annotations.describe(current)}")
     print(f"SLO: {slo.describe()}; searching ...")
     started = time.perf_counter()
     search = Search(shape, pod, cold_start, slo, current, measured["service"]["threads"], seed=args.seed)
@@ -229,6 +230,14 @@ def _note(kind: str, value: str | None, result, slo: Slo) -> str:
         return "kept: no other value tried costs less"
     verdict = "costs less but misses the SLO" if not slo.met(result) else "costs less"
     return f"kept: {value} {verdict} ({report.short_figures(result)})"
+
+
+def _shown_path(path: Path) -> Path:
+    """A path as the user would type it from here."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _annotation_name(field: str) -> str:

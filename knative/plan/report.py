@@ -47,6 +47,13 @@ def short_figures(result: Result) -> str:
             f" cold {100 * result.cold_share:.1f}%, {result.pod_seconds:,.0f} pod-s, up to {result.max_pods} pods")
 
 
+def pods_over_time(result: Result, every: int = 60) -> str:
+    """Pods (ready + starting) at the end of each `every` seconds, one line."""
+    pods = np.asarray(result.timeline["ready"]) + np.asarray(result.timeline["starting"])
+    marks = pods[every - 1::every]
+    return f"pods (ready + starting) every {every} s: " + " ".join(str(int(n)) for n in marks)
+
+
 def p99_by_bucket(result: Result, bucket: float = CHART_BUCKET_SECONDS) -> tuple[np.ndarray, np.ndarray]:
     """(bucket start times, p99 latency in ms of the requests that arrived in each bucket)."""
     edges = np.arange(0.0, result.duration + bucket, bucket)

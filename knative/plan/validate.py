@@ -8,6 +8,9 @@ profile, and p50 and p99 of each step are printed side by side. Run right after 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +80,36 @@ def simulate_steps(pod: PodModel, rates: list[float], step_seconds: float) -> li
     return figures
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (Gunicorn's master and workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for member in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def measure_steps(bench, model_dir: Path, overrides: dict[str, str], rates: list[float], step_seconds: int,
-                  workdir: Path) -> list[dict]:
-    """k6/ramp.js against a fresh local pod; per step: p50, p99, achieved rate."""
+                  workdir: Path) -> tuple[list[dict], dict]:
+    """k6/ramp.js against a fresh local pod; per step: p50, p99, achieved rate; and the CPUs the
+    pod and everything else (k6 included) used meanwhile: other work on the machine takes
+    capacity from the pod, which matters most near saturation."""
     service = bench.Service({"MODEL_DIR": str(model_dir), **overrides}, workdir / "service.log")
     try:
         env = {"BASE_URL": service.base_url, "RATES": ",".join(map(rate_label, rates)), "STEP": str(step_seconds),
                "RISE": str(RISE_SECONDS), "SLO_P99_MS": "600000", "MAX_VUS": "400"}
+        started, busy, pod = time.monotonic(), busy_cpu_seconds(), process_tree_cpu_seconds(service.process.pid)
         summary = bench.k6_summary("ramp.js", env, len(rates) * (step_seconds + RISE_SECONDS), workdir)
+        wall = time.monotonic() - started
+        pod_cpus = (process_tree_cpu_seconds(service.process.pid) - pod) / wall
+        cpus = {"pod": pod_cpus, "others": (busy_cpu_seconds() - busy) / wall - pod_cpus}
     finally:
         service.stop()
     steps = {rate_label(s["rate"]): s for s in summary["figures"]["steps"]}
@@ -93,21 +118,23 @@ def measure_steps(bench, model_dir: Path, overrides: dict[str, str], rates: list
         values = summary["metrics"][f"http_req_duration{{step:{rate_label(rate)}}}"]["values"]
         measured.append({"p50_ms": values["med"], "p99_ms": values["p(99)"],
                          "achieved_rps": steps[rate_label(rate)]["achieved_rps"]})
-    return measured
+    return measured, cpus
 
 
 def check(bench, profile: dict, model_dir: Path, overrides: dict[str, str], step_seconds: int, workdir: Path,
-          shares=SHARES) -> list[Step]:
+          shares=SHARES) -> tuple[list[Step], dict]:
     pod = PodModel.from_profile(profile, 1)
     rates = step_rates(pod, shares)
-    measured = measure_steps(bench, model_dir, overrides, rates, step_seconds, workdir)
+    measured, cpus = measure_steps(bench, model_dir, overrides, rates, step_seconds, workdir)
     simulated = simulate_steps(pod, rates, step_seconds)
-    return [Step(rate, share, m["p50_ms"], m["p99_ms"], s50, s99, m["achieved_rps"])
-            for rate, share, m, (s50, s99) in zip(rates, shares, measured, simulated)]
+    steps = [Step(rate, share, m["p50_ms"], m["p99_ms"], s50, s99, m["achieved_rps"])
+             for rate, share, m, (s50, s99) in zip(rates, shares, measured, simulated)]
+    return steps, cpus
 
 
-def report(steps: list[Step], cpu_summary: str) -> str:
+def report(steps: list[Step], cpus: dict, cpu_summary: str) -> str:
     lines = [f"pod model against k6, one pod, open loop (k6/ramp.js), {cpu_summary}",
+             f"CPUs used during the open-loop run: pod {cpus['pod']:.2f}, k6 and every other process {cpus['others']:.2f}",
              f"{'rate':>7} {'share':>6} {'sent':>7} | {'k6 p50':>8} {'sim p50':>8} {'diff':>6} | "
              f"{'k6 p99':>8} {'sim p99':>8} {'diff':>6} | within {TOLERANCE:.0%}"]
     for s in steps:
