@@ -8,7 +8,7 @@ REDIS_PORT  ?= 6379
 SCENARIO    ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: install tools system-deps run test test-fast loadtest benchmark dashboard clean
+.PHONY: install tools system-deps run test test-fast loadtest benchmark dashboard plan clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -67,6 +67,14 @@ benchmark: install
 # Regenerate the Grafana dashboard JSON after changing observability/dashboard.py.
 dashboard: install
 	$(BIN)/python observability/dashboard.py
+
+# Capacity planner (docs/planner.md): the cheapest autoscaling settings for a traffic shape and a p99
+# objective, simulated from the committed pod profile; writes build/plan/autoscaling.patch.yaml + .png.
+PLAN_TRAFFIC ?= diurnal:low=0,peak=200,period=3600,duration=3600+burst:rate=150,idle=2400,length=120
+PLAN_SLO_P99_MS ?= 500
+plan: install
+	$(BIN)/python -m knative.plan recommend --traffic "$(PLAN_TRAFFIC)" --slo-p99-ms $(PLAN_SLO_P99_MS) \
+	  --patch build/plan/autoscaling.patch.yaml
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .run .pytest_cache k6/results
