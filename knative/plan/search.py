@@ -13,6 +13,7 @@ lower p99 wins, then the current value: a value that buys nothing is left as it 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from knative.plan.annotations import Autoscaling
@@ -67,7 +68,7 @@ class Search:
     current: Autoscaling
     max_threads: int  # request threads of the pod: the highest useful containerConcurrency
     seed: int = 1
-    say: object = print
+    say: Callable[[str], None] = print
     results: dict = field(default_factory=dict)
 
     def run(self, settings: Autoscaling) -> Result:
@@ -94,8 +95,9 @@ class Search:
 
     def grid(self) -> dict[str, tuple]:
         peak_pods = math.ceil(self.traffic.peak_rate() / self.pod.capacity_rps)
-        max_scales = sorted({0, *(n for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 50, 64, 80, 100)
-                                  if peak_pods <= n <= 4 * peak_pods + 4)})
+        max_scales = sorted({0, self.current.max_scale,
+                             *(n for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 50, 64, 80, 100)
+                               if peak_pods <= n <= 4 * peak_pods + 4)})
         threads = self.max_threads
         concurrencies = sorted({0, max(1, threads // 4), max(1, threads // 2), threads, self.current.container_concurrency})
         return {"container_concurrency": tuple(concurrencies), **GRID, "max_scale": tuple(max_scales)}
