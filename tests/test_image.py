@@ -241,7 +241,7 @@ def dockerfile() -> Dockerfile:
 def image_root(tmp_path_factory, dockerfile) -> Path:
     """The artifact stage's build command, then the venv stage, run for real under one root."""
     pytest.importorskip("torch", reason="the build stage needs the `build` extra")
-    from model.checkpoints import build_tiny_checkpoint
+    from model.build.checkpoints import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("image-root")
     checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
