@@ -80,6 +80,8 @@ def _run_build(args: argparse.Namespace) -> int:
     from model.artifacts import download_checkpoint
     from model.build.export import BuildError, build_artifact, build_into_cache
 
+    logging.getLogger("model.engines").setLevel(logging.WARNING)  # one line per build phase, not per session
+
     if args.model_dir is not None:
         checkpoint, model_id, revision = args.model_dir, args.model_dir.resolve().name, args.revision
         if not (checkpoint / "config.json").is_file():
@@ -105,6 +107,8 @@ def _run_build(args: argparse.Namespace) -> int:
               f"(measured on {int8['measured_on']['isa']})")
         if int8["kept_fp32_roles"]:
             print(f"int8 keeps in fp32: {', '.join(int8['kept_fp32_roles'])}")
+        for note in (int8["gate"]["verdict"] or int8["gate"]["calibration"])["notes"]:
+            print(f"int8 gate note: {note}")
     print(f"artifact {out}  model {manifest['model_id']}  fingerprint {manifest['fingerprint'][:12]}  "
           f"labels {','.join(manifest['labels'])}  served by default: {manifest['recommended_precision']}")
     return 0
