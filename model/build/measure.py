@@ -11,10 +11,12 @@ on whatever else runs on it.
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from model.engines import Engine, OnnxEngine, engine_threads, load_engine, predi
 from model.settings import PRECISIONS_BY_BACKEND, ConfigurationError, Settings
 
 BENCH_TOKENS = (12, 22)  # token range of benchmark sentences: about 17 on average
-ONNX_VARIANTS = ("fp32", "int8-all", "int8")
+CARRIED_RECIPE = "int8-other-recipe"  # --recipe-from: another artifact's MatMuls kept in fp32, by node role
 
 
 def engine_for(model_dir: Path, backend: str, precision: str) -> Engine:
@@ -114,25 +116,41 @@ def bench_sentences(engine: Engine, data: Path | None, count: int = 512) -> list
     return [" ".join(rng.choices(COMMON_WORDS, k=rng.randint(10, 20))) + " ." for _ in range(count)]
 
 
+@dataclass
+class Timings:
+    """Latencies of batches of one size and the process CPU time they took."""
+
+    batch_size: int
+    latencies: list[float]
+    cpu_seconds: float = 0.0
+
+    def add(self, engine: Engine, sentences: list[str], seconds: float) -> None:
+        cpu_start = time.process_time()
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(self.latencies) < 3:
+            start_at = len(self.latencies) * self.batch_size
+            batch = [sentences[(start_at + i) % len(sentences)] for i in range(self.batch_size)]
+            start = time.perf_counter()
+            predict_texts(engine, batch)
+            self.latencies.append(time.perf_counter() - start)
+        self.cpu_seconds += time.process_time() - cpu_start
+
+    def figures(self) -> tuple[float, float, float, float]:
+        """texts/s, median and p99 latency (ms), CPU ms per text."""
+        ordered = sorted(self.latencies)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        texts = self.batch_size * len(ordered)
+        return texts / sum(ordered), statistics.median(ordered) * 1e3, p99 * 1e3, self.cpu_seconds * 1e3 / texts
+
+
 def measure(engine: Engine, sentences: list[str], batch_size: int, seconds: float) -> tuple[float, float, float, float]:
     """texts/s, median and p99 latency (ms), and CPU ms per text of tokenize + predict on batches.
 
     CPU time per text is less disturbed than wall time when other work shares the machine.
     """
-    latencies: list[float] = []
-    cpu_start = time.process_time()
-    position = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(latencies) < 3:
-        batch = [sentences[(position + i) % len(sentences)] for i in range(batch_size)]
-        position += batch_size
-        start = time.perf_counter()
-        predict_texts(engine, batch)
-        latencies.append(time.perf_counter() - start)
-    cpu_ms_per_text = (time.process_time() - cpu_start) * 1e3 / (batch_size * len(latencies))
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    return batch_size * len(latencies) / sum(latencies), statistics.median(latencies) * 1e3, p99 * 1e3, cpu_ms_per_text
+    timings = Timings(batch_size, [])
+    timings.add(engine, sentences, seconds)
+    return timings.figures()
 
 
 def onnx_variants(artifact: ResolvedModel, wanted: list[str], recipe_from: ResolvedModel | None,
@@ -142,7 +160,7 @@ def onnx_variants(artifact: ResolvedModel, wanted: list[str], recipe_from: Resol
     variants = {name: files[name] for name in wanted if name in files}
     derived = [name for name in wanted if name == "int8-all"]
     if recipe_from is not None:
-        derived.append(f"int8-as-{recipe_from.model_id}"[:20])
+        derived.append(CARRIED_RECIPE)
     if not derived or "fp32" not in files:
         return variants
     prepared = workdir / "prepared.onnx"
@@ -155,24 +173,38 @@ def onnx_variants(artifact: ResolvedModel, wanted: list[str], recipe_from: Resol
     return variants
 
 
+ROUNDS = 3  # each variant measured in turn, this many times per batch size: drift hits every variant alike
+
+
 def benchmark(model_dir: Path, backends: list[str], variants: list[str], batch_sizes: list[int],
               seconds: float, data: Path | None, recipe_from: Path | None = None) -> str:
-    rows: list[BenchRow] = []
     lines = [cpu_line(), BENCH_HEADER]
-
-    def bench(backend: str, variant: str, load) -> None:
-        start = time.perf_counter()
-        engine = load()
-        engine.warmup()
-        load_seconds = time.perf_counter() - start
-        sentences = bench_sentences(engine, data)
-        mean_tokens = statistics.mean(len(e) for e in engine.tokenize(sentences))
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        loaders = _loaders(model_dir, backends, variants, recipe_from, Path(workdir), lines)
+        engines = []
+        for backend, variant, load in loaders:
+            start = time.perf_counter()
+            engine = load()
+            engine.warmup()
+            engines.append((backend, variant, engine, time.perf_counter() - start))
+        sentences = bench_sentences(engines[0][2], data) if engines else []
+        rows = []
         for batch_size in batch_sizes:
-            row = BenchRow(backend, variant, load_seconds, batch_size, *measure(engine, sentences, batch_size, seconds),
-                           mean_tokens)
-            rows.append(row)
-            lines.append(row.line())
+            timings = [Timings(batch_size, []) for _ in engines]
+            for _ in range(ROUNDS):
+                for (_, _, engine, _), timing in zip(engines, timings):
+                    timing.add(engine, sentences, seconds / ROUNDS)
+            for (backend, variant, engine, load_seconds), timing in zip(engines, timings):
+                mean_tokens = statistics.mean(len(e) for e in engine.tokenize(sentences))
+                rows.append(BenchRow(backend, variant, load_seconds, batch_size, *timing.figures(), mean_tokens))
+    rows.sort(key=lambda row: (backends.index(row.backend), row.variant != "fp32", row.variant, row.batch_size))
+    return "\n".join(lines + [row.line() for row in rows] + ratio_lines(rows))
 
+
+def _loaders(model_dir: Path, backends: list[str], variants: list[str], recipe_from: Path | None, workdir: Path,
+             lines: list[str]) -> list[tuple[str, str, Callable[[], Engine]]]:
+    """(backend, variant, load) for every combination asked for that exists."""
+    loaders = []
     for backend in backends:
         if backend == "onnx":
             settings = Settings(model_dir=model_dir, precision="fp32")
@@ -180,17 +212,18 @@ def benchmark(model_dir: Path, backends: list[str], variants: list[str], batch_s
             if artifact.artifact_dir is None:
                 raise ConfigurationError(f"{model_dir} is not a built artifact: bench the output of `python -m model build`")
             other = inspect_model_dir(Path(recipe_from)) if recipe_from else None
-            with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-                for variant, path in onnx_variants(artifact, variants, other, Path(workdir)).items():
-                    precision = "fp32" if variant == "fp32" else "int8"
-                    bench("onnx", variant, lambda: OnnxEngine(artifact, precision, settings.max_sequence_tokens,
-                                                              engine_threads(settings), path=path))
+            if other is not None:
+                roles = other.manifest["int8"]["kept_fp32_roles"]
+                lines.insert(1, f"{CARRIED_RECIPE}: the int8 recipe of {other.model_id} ({len(roles)} MatMuls kept in "
+                                f"fp32: {', '.join(roles) or 'none'}), applied here by node role")
+            for variant, path in onnx_variants(artifact, variants, other, workdir).items():
+                precision = "fp32" if variant == "fp32" else "int8"
+                loaders.append(("onnx", variant, functools.partial(
+                    OnnxEngine, artifact, precision, settings.max_sequence_tokens, engine_threads(settings), path=path)))
         else:
-            for precision in PRECISIONS_BY_BACKEND[backend]:
-                if precision in variants:
-                    bench(backend, precision, lambda: engine_for(model_dir, backend, precision))
-    lines += ratio_lines(rows)
-    return "\n".join(lines)
+            loaders += [(backend, precision, functools.partial(engine_for, model_dir, backend, precision))
+                        for precision in PRECISIONS_BY_BACKEND[backend] if precision in variants]
+    return loaders
 
 
 def ratio_lines(rows: list[BenchRow]) -> list[str]:
