@@ -8,10 +8,12 @@ cannot load the model stops the whole service with one line (exit status 3) inst
 restarted forever.
 """
 
+import importlib.util
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,8 +35,50 @@ PROCESS_START = _process_start_time()
 
 from model.settings import ConfigurationError, load_settings  # noqa: E402  (after the start time)
 
+
+
+def build_plain_checkpoint(settings) -> None:
+    """(master, before any worker) A plain checkpoint served by ONNX: build its artifact on first start.
+
+    The server only loads built artifacts. Here, at the entry point, `python -m model build`
+    builds a plain checkpoint (MODEL_DIR, or MODEL_ID from the hub) once into
+    ARTIFACT_CACHE_DIR/<fingerprint>/, in a child process so that torch never enters the
+    server's processes. Without the build extra, start-up stops with the command to run.
+    """
+    from model.artifacts import MANIFEST_NAME, cached_artifact_dir, locate_model
+
+    if settings.backend != "onnx":
+        return
+    try:
+        source = locate_model(settings)
+    except ConfigurationError:
+        return  # a model that cannot be found is reported by the worker, like any load failure
+    if source.artifact_dir is not None:
+        return
+    target = cached_artifact_dir(source.fingerprint_sha256, settings.artifact_cache_dir)
+    if (target / MANIFEST_NAME).is_file():
+        return
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("model.build") is None:
+        raise ConfigurationError(
+            f"{source.checkpoint_dir} is a plain checkpoint and this installation cannot build it (no build extra): "
+            f"run `python -m model build --model-dir {source.checkpoint_dir} --out DIR` and set MODEL_DIR=DIR"
+        )
+    named = ["--model-dir", str(source.checkpoint_dir)] if settings.model_dir else ["--model-id", settings.model_id]
+    if settings.model_revision and not settings.model_dir:
+        named += ["--revision", settings.model_revision]
+    command = [sys.executable, "-m", "model", "build", *named, "--artifact-cache-dir", str(settings.artifact_cache_dir)]
+    print(f"sentiment: building {source.checkpoint_dir} into an ONNX artifact in {target} (first start only)",
+          file=sys.stderr, flush=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(result.stderr)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigurationError(f"cannot build {source.checkpoint_dir} into an ONNX artifact: {reason}")
+
+
 try:
     settings = load_settings()
+    build_plain_checkpoint(settings)
 except ConfigurationError as error:
     print(f"sentiment: {error}", file=sys.stderr, flush=True)  # one line, no traceback
     raise SystemExit(2) from None
@@ -179,14 +223,18 @@ def _record_startup(predictor, imports, model_load, warmup, ready):
 
     for phase, seconds in (("imports", imports), ("model_load", model_load), ("warmup", warmup), ("ready", ready)):
         metrics.STARTUP_SECONDS.labels(phase=phase).set(seconds)
+    from model.cpu import int8_isa
+
     resolved = predictor.engine.model
     backend, _, precision = predictor.engine.description.partition("-")
+    isa = int8_isa()
     metrics.BUILD_INFO.labels(
         model=predictor.model_string, revision=resolved.revision or "", backend=backend, precision=precision,
-        k_revision=settings.k_revision or "",
+        k_revision=settings.k_revision or "", isa=isa,
     ).set(1)
     logging.getLogger("sentiment").info(
-        "ready: %s (%s), cache %s; imports %.2f s, model load %.2f s, warm-up %.2f s, %.2f s since start",
-        predictor.model_string, predictor.engine.description, predictor.cache_state(),
+        "ready: %s (%s, CPU int8 kernels %s), cache %s; imports %.2f s, model load %.2f s, warm-up %.2f s, "
+        "%.2f s since start",
+        predictor.model_string, predictor.engine.description, isa, predictor.cache_state(),
         imports, model_load, warmup, ready,
     )

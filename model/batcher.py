@@ -1,6 +1,7 @@
 """Continuous cross-request dynamic batching in front of one engine.
 
-One engine thread runs batches back to back. When it is idle, a submission starts at once (no
+Each submitted text is tokenized once, in submit(): the token counts form the batches and the
+same encodings go to the engine. One engine thread runs batches back to back. When it is idle, a submission starts at once (no
 added wait at low load). While a batch runs, new texts queue; the next batch takes the oldest
 queued text plus the queued texts closest to it in length, as many as fit within
 BATCH_MAX_TEXTS, BATCH_MAX_TOKENS (padded tokens = texts x longest) and BATCH_MAX_PADDING.
@@ -22,12 +23,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence, Sized
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model import metrics
+
+if TYPE_CHECKING:
+    from model.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +55,9 @@ class _Request:
 
 @dataclass(eq=False)
 class _Item:
-    """One queued text: where its row goes, its token count, when it was queued."""
+    """One queued text: its encoding (tokenized once, here), its token count, where its row goes."""
 
-    text: str
+    encoding: Sized
     tokens: int
     request: _Request
     index: int
@@ -63,7 +69,7 @@ class Batcher:
 
     def __init__(
         self,
-        engine,
+        engine: Engine,
         max_batch_texts: int = 64,
         max_batch_tokens: int = 8192,
         max_queue_texts: int = 1024,
@@ -95,12 +101,9 @@ class Batcher:
             raise ValueError("submit() needs at least one text")
         if not self.batching:
             return self._run_alone(texts)
-        lengths = self.engine.tokenize_lengths(texts)
+        encodings = self.engine.tokenize(texts)
         request = _Request(future=Future(), size=len(texts), remaining=len(texts))
-        items = [
-            _Item(text, tokens, request, index)
-            for index, (text, tokens) in enumerate(zip(texts, lengths, strict=True))
-        ]
+        items = [_Item(encoding, len(encoding), request, index) for index, encoding in enumerate(encodings)]
         with self._condition:
             if self._stopping:
                 raise Overloaded("the service is shutting down")
@@ -126,7 +129,7 @@ class Batcher:
                 for start in range(0, len(texts), self.max_batch_texts):
                     chunk = texts[start:start + self.max_batch_texts]
                     _observe_wait(queued_at, len(chunk))
-                    chunks.append(self._infer(chunk))
+                    chunks.append(self._infer(self.engine.tokenize(chunk)))
             future.set_result(np.concatenate(chunks))
         except Exception as error:  # handed to the caller through the future, like the batched path
             future.set_exception(error)
@@ -178,7 +181,7 @@ class Batcher:
             metrics.QUEUE_WAIT.observe(now - item.queued_at)
         try:
             with self._engine_lock:
-                scores = self._infer([item.text for item in batch])
+                scores = self._infer([item.encoding for item in batch])
         except Exception as error:  # an engine failure fails this batch's requests, not the service
             log.error("engine batch of %d texts failed: %s", len(batch), error)
             for item in batch:
@@ -193,13 +196,13 @@ class Batcher:
             if request.remaining == 0:
                 request.future.set_result(request.scores)
 
-    def _infer(self, texts: list[str]) -> np.ndarray:
+    def _infer(self, encodings: Sequence[Sized]) -> np.ndarray:
         started = time.perf_counter()
-        scores = self.engine.predict_proba(texts)
+        scores = self.engine.predict_encoded(encodings)
         metrics.INFERENCE_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(texts))
-        if scores.shape[0] != len(texts):
-            raise RuntimeError(f"engine returned {scores.shape[0]} rows for {len(texts)} texts")
+        metrics.BATCH_SIZE.observe(len(encodings))
+        if scores.shape[0] != len(encodings):
+            raise RuntimeError(f"engine returned {scores.shape[0]} rows for {len(encodings)} texts")
         return scores
 
     # --- lifecycle -------------------------------------------------------------------------

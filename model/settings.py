@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ID = "distilbert-base-uncased-finetuned-sst-2-english"
 PRECISIONS_BY_BACKEND = {"onnx": ("fp32", "int8"), "torch": ("fp32", "bf16")}
+AUTO_PRECISION = "auto"  # onnx: the precision the artifact's manifest recommends; torch: fp32
 
 
 class ConfigurationError(SystemExit):
@@ -60,10 +61,10 @@ class Settings(BaseSettings):
         description="Where a plain checkpoint is built into an ONNX artifact on first start.",
     )
     backend: Literal["onnx", "torch"] = Field("onnx", description="Inference engine: onnx (serving) or torch (reference).")
-    precision: Literal["fp32", "int8", "bf16"] = Field(
-        "int8",
-        description="onnx: int8 (default; within 1% of fp32 labels, see docs/engine.md) or fp32; "
-        "torch: fp32 (default with BACKEND=torch) or bf16.",
+    precision: Literal["auto", "fp32", "int8", "bf16"] = Field(
+        AUTO_PRECISION,
+        description="auto = what the artifact recommends (int8 when it passed the build's int8 quality gate, "
+        "see docs/engine.md; else fp32); onnx: int8 or fp32; torch: fp32 (auto) or bf16.",
     )
     max_sequence_tokens: int = Field(512, ge=8, le=8192, description="Longer texts are truncated to this many tokens.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="Engine threads per worker; 0 = CPUs / WEB_CONCURRENCY.")
@@ -89,18 +90,10 @@ class Settings(BaseSettings):
     cache_timeout_seconds: float = Field(0.05, gt=0, le=10, description="Socket timeout of each Redis call.")
     cache_retry_seconds: float = Field(2.0, ge=0, le=300, description="After a Redis failure, bypass it this long before retrying.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _precision_default_for_torch(cls, data: object) -> object:
-        """PRECISION unset with BACKEND=torch means fp32 (int8 exists only for onnx)."""
-        if isinstance(data, dict) and not data.get("precision") and str(data.get("backend", "")).lower() == "torch":
-            return {**data, "precision": "fp32"}
-        return data
-
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":
         allowed = PRECISIONS_BY_BACKEND[self.backend]
-        if self.precision not in allowed:
+        if self.precision not in (AUTO_PRECISION, *allowed):
             raise ValueError(f"PRECISION={self.precision} does not go with BACKEND={self.backend}; use one of {allowed}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")

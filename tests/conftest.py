@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 GUNICORN = VENV_BIN / "gunicorn"
 THREE_LABELS = ("joy", "anger", "neutral")
+MINILM = REPO.parent / "shared" / "models" / "minilm-sst-sentiment"  # a real trained BERT sentiment model
 API_MAX_BODY_BYTES = 1 << 20  # a valid body of the api_service (32 texts x 2000 chars, JSON-escaped) fits
 # Knobs of the service that a developer's shell might set; tests choose their own.
 SERVICE_ENV_NAMES = {
@@ -54,14 +55,14 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.05):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from model.checkpoints import build_tiny_checkpoint
+    from model.build.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"))
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_3labels(tmp_path_factory) -> Path:
-    from model.checkpoints import build_tiny_checkpoint
+    from model.build.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint-3labels"), labels=THREE_LABELS, seed=1)
 
@@ -75,6 +76,20 @@ def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
          "--precision", "fp32,int8"],
         cwd=REPO, check=True, capture_output=True, timeout=300,
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory) -> Path:
+    """The trained minilm-sst-sentiment checkpoint built by the real CLI, once per session (int8 gate included)."""
+    if not (MINILM / "config.json").is_file():
+        pytest.skip(f"needs the shared model {MINILM.name} (../shared/models beside the repo)")
+    out = tmp_path_factory.mktemp("minilm") / "artifact"
+    result = subprocess.run(
+        [sys.executable, "-m", "model", "build", "--model-dir", str(MINILM), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=1500,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 

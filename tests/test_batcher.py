@@ -91,7 +91,7 @@ def test_batches_respect_the_padded_token_limit(engine):
     blocker.result(timeout=10)
     np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
     for batch in engine.batches[1:]:
-        lengths = engine.tokenize_lengths(batch)
+        lengths = [len(e) for e in engine.tokenize(batch)]
         assert len(batch) * max(lengths) <= 64 or len(batch) == 1
         assert lengths == sorted(lengths)  # sorted by length inside the batch
     assert sorted(t for batch in engine.batches[1:] for t in batch) == sorted(texts)
@@ -122,7 +122,7 @@ def test_padding_stays_within_its_share_of_the_real_tokens(engine):
     blocker.result(timeout=10)
     np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
     for batch in engine.batches[1:]:
-        lengths = engine.tokenize_lengths(batch)
+        lengths = [len(e) for e in engine.tokenize(batch)]
         assert len(batch) * max(lengths) <= 1.25 * sum(lengths)
     assert sorted(len(batch) for batch in engine.batches[1:]) == [4, 4]
 
@@ -182,6 +182,19 @@ def test_without_batching_each_request_runs_alone_in_chunks(engine):
     owners = [{text.split(" text ")[0] for text in batch} for batch in engine.batches]
     assert all(len(owner) == 1 for owner in owners)  # never two requests in one engine call
     assert sorted(len(batch) for batch in engine.batches) == sorted([3, 2] * 8)
+    batcher.stop()
+
+
+def test_each_text_is_tokenized_once_and_its_encoding_reaches_the_engine(engine):
+    batcher = Batcher(engine, max_batch_texts=2)
+    blocker = occupy_engine(batcher, engine)
+    texts = ["one two", "three four five", "six", "seven eight"]
+    future = batcher.submit(texts)
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
+    assert engine.tokenized == ["blocker", *texts]  # batching did not tokenize again
+    assert sorted(t for batch in engine.batches[1:] for t in batch) == sorted(texts)
     batcher.stop()
 
 

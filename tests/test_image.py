@@ -241,7 +241,7 @@ def dockerfile() -> Dockerfile:
 def image_root(tmp_path_factory, dockerfile) -> Path:
     """The artifact stage's build command, then the venv stage, run for real under one root."""
     pytest.importorskip("torch", reason="the build stage needs the `build` extra")
-    from model.checkpoints import build_tiny_checkpoint
+    from model.build.checkpoints import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("image-root")
     checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
@@ -294,6 +294,18 @@ def test_shellcheck_passes_on_build_push():
 # --- Dockerfile facts ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+def test_image_ships_int8_only_by_default_and_fp32_by_build_argument(dockerfile, image_root):
+    """The artifact stage builds MODEL_PRECISIONS=int8: one model file, the one the gate chose."""
+    assert dockerfile.global_args["MODEL_PRECISIONS"] == "int8"
+    assert "--precision" in model_build_command(dockerfile)
+    manifest = json.loads((image_root / "artifact" / "manifest.json").read_text())
+    assert list(manifest["precisions"]) == [manifest["recommended_precision"]]
+    assert manifest["int8"]["shipped"] == (manifest["recommended_precision"] == "int8")
+    assert sorted(p.name for p in (image_root / "artifact").glob("*.onnx")) == [
+        f"model.{manifest['recommended_precision']}.onnx"]
+
+
 def test_model_revision_is_pinned_to_a_commit(dockerfile):
     assert re.fullmatch(r"[0-9a-f]{40}", dockerfile.global_args["MODEL_REVISION"])
     assert dockerfile.global_args["MODEL_ID"]
@@ -332,7 +344,9 @@ def test_build_context_is_only_what_the_image_needs(dockerfile):
     rules = dockerignore_rules()
     files = build_context_files(rules)
     allowed = ("pyproject.toml", "README.md", "app.py", "gunicorn.conf.py")
-    strays = [f for f in files if f not in allowed and not (f.startswith("model/") and f.endswith(".py"))]
+    build_data = "model/build/data/"  # the int8 gate's sentences, read by the artifact stage's build
+    strays = [f for f in files if f not in allowed and not (f.startswith("model/") and f.endswith(".py"))
+              and not f.startswith(build_data)]
     assert not strays, f"sent to the builder but never used: {strays}"
     for stage in dockerfile.stages.values():
         for args in stage.all("COPY"):
