@@ -147,7 +147,7 @@ class OnnxEngine(_TokenizingEngine):
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise ConfigurationError(f"cannot load ONNX model {path}: {str(error).splitlines()[0]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
-        log.info("loaded %s from %s (%d threads)", self.description, path, threads)
+        log.debug("loaded %s from %s (%d threads)", self.description, path, threads)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], {name: inputs[name] for name in self.input_names})[0]
