@@ -49,7 +49,7 @@ run: install
 	  export REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0; \
 	  trap 'kill $$(cat .run/redis.pid) 2>/dev/null || true' EXIT INT TERM; \
 	fi; \
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app || [ $$? -eq 1 ]  # 1: a failed start, said in one line
 
 test: install tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -11,8 +11,10 @@ joins only while the padding stays a small share of the real tokens. The oldest 
 goes next, so a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
 The queue is bounded twice: a submission that does not fit raises Overloaded at once, and a
-text that has waited longer than QUEUE_MAX_WAIT_SECONDS when its batch would start fails its
-request with Overloaded instead of being computed for a client that has likely given up.
+request none of whose texts has started after QUEUE_MAX_WAIT_SECONDS fails with Overloaded
+instead of being computed for a client that has likely given up. The limit is on waiting for
+others: once a request's first batch has started, the rest of its texts are computed, however
+long its own batches take (a retry would take as long, so shedding it would refuse it forever).
 
 With BATCHING=false each request runs alone (the naive configuration, for comparison), still
 one engine call at a time.
@@ -50,6 +52,7 @@ class _Request:
     size: int
     scores: np.ndarray | None = None
     remaining: int = 0
+    started: bool = False  # one of its texts reached the engine: no longer shed for waiting
     failed: bool = False
 
 
@@ -172,12 +175,13 @@ class Batcher:
     def _run_batch(self, batch: list[_Item]) -> None:
         now = time.perf_counter()
         for item in batch:
-            if now - item.queued_at > self.max_wait_seconds:
+            if not item.request.started and now - item.queued_at > self.max_wait_seconds:
                 _fail(item.request, Overloaded(f"queued for more than {self.max_wait_seconds:g} s"))
         batch = [item for item in batch if not item.request.failed]
         if not batch:
             return
         for item in batch:
+            item.request.started = True
             metrics.QUEUE_WAIT.observe(now - item.queued_at)
         try:
             with self._engine_lock:

@@ -177,7 +177,7 @@ class OnnxEngine(_TokenizingEngine):
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise ConfigurationError(f"cannot load ONNX model {path}: {str(error).splitlines()[0]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
-        log.info("loaded %s from %s (%d threads, int8 kernels: %s)", self.description, path, threads, int8_isa())
+        log.debug("loaded %s from %s (%d threads, int8 kernels: %s)", self.description, path, threads, int8_isa())
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], {name: inputs[name] for name in self.input_names})[0]

@@ -77,10 +77,13 @@ class Settings(BaseSettings):
         0.25, ge=0, le=10,
         description="Padding a batch may add, as a share of its real tokens; texts of other lengths wait for the next batch.",
     )
-    queue_max_texts: int = Field(1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After.")
+    queue_max_texts: int = Field(
+        1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After. At least MAX_BATCH_TEXTS."
+    )
     queue_max_wait_seconds: float = Field(
         10.0, gt=0, le=600,
-        description="A text that waited this long for the engine is not computed: its request gets 503 + Retry-After.",
+        description="A request whose texts waited this long and none reached the engine gets 503 + Retry-After; "
+        "the time its own batches take does not count. Below GRACEFUL_TIMEOUT_SECONDS.",
     )
 
     # --- Redis cache -------------------------------------------------------------------------
@@ -99,6 +102,26 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return self
 
+    @model_validator(mode="after")
+    def _check_limits_agree(self) -> "Settings":
+        """Limits that contradict each other would refuse a valid request forever or cut a drain short.
+
+        What depends on the deployment (Knative's timeoutSeconds and containerConcurrency) is
+        checked against these rules by the manifest tests; the app cannot read the manifest.
+        """
+        if self.max_batch_texts > self.queue_max_texts:
+            raise ValueError(
+                f"MAX_BATCH_TEXTS={self.max_batch_texts} is above QUEUE_MAX_TEXTS={self.queue_max_texts}: a request of "
+                f"{self.max_batch_texts} texts could never be queued; raise QUEUE_MAX_TEXTS or lower MAX_BATCH_TEXTS"
+            )
+        if self.queue_max_wait_seconds >= self.graceful_timeout_seconds:
+            raise ValueError(
+                f"QUEUE_MAX_WAIT_SECONDS={self.queue_max_wait_seconds:g} is not below GRACEFUL_TIMEOUT_SECONDS="
+                f"{self.graceful_timeout_seconds}: on SIGTERM a queued request would be cut off instead of answered "
+                "or shed with 503; lower QUEUE_MAX_WAIT_SECONDS or raise GRACEFUL_TIMEOUT_SECONDS"
+            )
+        return self
+
 
 def load_settings() -> Settings:
     """Read the environment; a bad value stops start-up with one line naming the variable."""
@@ -106,7 +129,9 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         first = error.errors()[0]
-        name = "_".join(str(part) for part in first["loc"]).upper() or "configuration"
+        if not first["loc"]:  # a rule across fields: its message names the variables
+            raise ConfigurationError(f"invalid configuration: {first.get('ctx', {}).get('error', first['msg'])}") from None
+        name = "_".join(str(part) for part in first["loc"]).upper()
         raise ConfigurationError(f"invalid configuration: {name}: {first['msg']}") from None
 
 

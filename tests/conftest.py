@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from model.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 GUNICORN = VENV_BIN / "gunicorn"
@@ -25,13 +27,7 @@ THREE_LABELS = ("joy", "anger", "neutral")
 MINILM = REPO.parent / "shared" / "models" / "minilm-sst-sentiment"  # a real trained BERT sentiment model
 API_MAX_BODY_BYTES = 1 << 20  # a valid body of the api_service (32 texts x 2000 chars, JSON-escaped) fits
 # Knobs of the service that a developer's shell might set; tests choose their own.
-SERVICE_ENV_NAMES = {
-    "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "MODEL_ID", "MODEL_DIR", "MODEL_REVISION", "REDIS_URL",
-    "BACKEND", "PRECISION", "BATCHING", "BATCH_MAX_TEXTS", "BATCH_MAX_TOKENS", "QUEUE_MAX_TEXTS",
-    "CACHE_TTL_SECONDS", "CACHE_KEY_PREFIX", "CACHE_TIMEOUT_SECONDS", "CACHE_RETRY_SECONDS", "MAX_BATCH_TEXTS",
-    "MAX_TEXT_CHARS", "MAX_BODY_BYTES", "K_REVISION", "LOG_LEVEL", "ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR",
-    "INTRA_OP_THREADS", "ARTIFACT_CACHE_DIR", "GRACEFUL_TIMEOUT_SECONDS", "REQUEST_TIMEOUT_SECONDS",
-}
+SERVICE_ENV_NAMES = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
 
 
 def free_port() -> int:

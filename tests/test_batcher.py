@@ -227,3 +227,20 @@ def test_texts_that_waited_too_long_are_refused_not_computed(engine):
     assert not any("waited too long" in batch or "its sibling" in batch for batch in engine.batches)
     np.testing.assert_array_equal(batcher.submit(["fresh"]).result(timeout=10), engine.expected(["fresh"]))
     batcher.stop()
+
+
+def test_the_wait_limit_counts_waiting_not_the_requests_own_batches(engine):
+    """A request larger than one batch is computed to the end, however long its own batches take;
+    one queued behind it is still shed when it waited too long."""
+    batcher = Batcher(engine, max_batch_texts=2, max_wait_seconds=0.2)
+    engine.hold()
+    texts = [f"large request text {n}" for n in range(6)]
+    large = batcher.submit(texts)  # idle engine: its first batch starts at once, then is held
+    wait_for(engine.running)
+    behind = batcher.submit(["queued behind the large request"])
+    time.sleep(0.4)  # the large request's own first batch outlasts the wait limit
+    engine.release()
+    np.testing.assert_array_equal(large.result(timeout=10), engine.expected(texts))
+    with pytest.raises(Overloaded, match="queued for more than"):
+        behind.result(timeout=10)
+    batcher.stop()
