@@ -81,8 +81,15 @@ run: install
 	fi; \
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app
 
-test: install tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Set-up (both virtualenvs, Prometheus) and the suite, each timed.
+test:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory install tools system-deps || exit $$?; \
+	ready=$$(date +%s); status=0; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	end=$$(date +%s); \
+	echo "make test: set-up $$(((ready - start) / 60)) min $$(((ready - start) % 60)) s, tests $$(((end - ready) / 60)) min $$(((end - ready) % 60)) s"; \
+	exit $$status
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
