@@ -67,19 +67,35 @@ lock: | $(UV)
 lock-upgrade: LOCK_FLAGS := --upgrade
 lock-upgrade: lock
 
+# Gunicorn on PORT, with a Redis of its own on REDIS_PORT unless REDIS_URL is given. Both stop on
+# Ctrl-C and when make is signalled from another shell. make passes SIGTERM on to this recipe but
+# not SIGINT (a terminal sends that to every process itself): make then only waits for the recipe,
+# no longer catching the signal it got, and the watcher below sees that in its signal mask.
 run: install
-	@set -e; mkdir -p .run; \
+	@set -e; mkdir -p .run; make_pid=$$PPID; redis_pid=; \
 	if [ -z "$$REDIS_URL" ]; then \
 	  $(BIN)/redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
-	    --daemonize yes --pidfile $(CURDIR)/.run/redis.pid --logfile $(CURDIR)/.run/redis.log; \
-	  tries=0; until $(BIN)/redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; do \
-	    tries=$$((tries + 1)); [ $$tries -lt 50 ] || { echo "redis did not start on port $(REDIS_PORT): see .run/redis.log"; exit 1; }; \
+	    --pidfile $(CURDIR)/.run/redis-$(REDIS_PORT).pid --logfile $(CURDIR)/.run/redis-$(REDIS_PORT).log & redis_pid=$$!; \
+	  until $(BIN)/redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; do \
+	    kill -0 $$redis_pid 2>/dev/null || { echo "redis-server could not start on port $(REDIS_PORT) (see .run/redis-$(REDIS_PORT).log): set REDIS_PORT or REDIS_URL" >&2; exit 1; }; \
 	    sleep 0.1; \
 	  done; \
 	  export REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0; \
-	  trap 'kill $$(cat .run/redis.pid) 2>/dev/null || true' EXIT INT TERM; \
 	fi; \
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app & service=$$!; \
+	trap 'kill -TERM $$service 2>/dev/null || true' INT TERM HUP; \
+	( signals() { sed -n 's/^SigCgt:[[:space:]]*//p' /proc/$$make_pid/status 2>/dev/null || true; }; \
+	  caught=$$(signals); \
+	  while kill -0 $$make_pid 2>/dev/null && [ "$$(signals)" = "$$caught" ]; do sleep 0.5; done; \
+	  kill -TERM $$service 2>/dev/null || true ) & watcher=$$!; \
+	status=0; wait $$service || status=$$?; \
+	while kill -0 $$service 2>/dev/null; do status=0; wait $$service || status=$$?; done; \
+	kill $$watcher 2>/dev/null || true; \
+	if [ -n "$$redis_pid" ]; then \
+	  kill -TERM $$redis_pid 2>/dev/null || true; \
+	  while kill -0 $$redis_pid 2>/dev/null; do sleep 0.1; done; \
+	fi; \
+	exit $$status
 
 # Set-up (both virtualenvs, Prometheus) and the suite, each timed.
 test:
