@@ -110,8 +110,9 @@ test:
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Against the service `make run` serves on PORT, unless MODEL_DIR or BASE_URL is set (k6/run.sh).
 loadtest: install
-	k6/run.sh $(SCENARIO)
+	PORT=$(PORT) k6/run.sh $(SCENARIO)
 
 # Naive vs shipped over HTTP, HTTP vs engine, start-up and memory: printed figures, no verdict.
 benchmark: install
