@@ -19,7 +19,9 @@ TORCH_LINKS = $(foreach location,$(TORCH_FIND_LINKS),--find-links $(location))
 # Locks are resolved for the image's platform (linux/amd64, CPython 3.11), which CI shares.
 UV_COMPILE  := UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet --generate-hashes \
                --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(LOCK_FLAGS)
-UV_SYNC     := $(UV) pip sync --quiet --strict --require-hashes
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set, as it may be, every process
+# would otherwise compile torch and transformers again on import (about 3 s each).
+UV_SYNC     := $(UV) pip sync --quiet --strict --require-hashes --compile-bytecode
 
 .PHONY: install tools system-deps lock lock-upgrade run test test-fast loadtest benchmark dashboard clean
 
