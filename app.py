@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from flask import Flask, Response, current_app, g, request, send_from_directory
+from flask import Flask, Response, current_app, g, redirect, request, send_from_directory
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
@@ -269,6 +269,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/metrics", view_func=prometheus_metrics, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi_json, methods=["GET"])
     app.add_url_rule("/docs", view_func=docs_page, methods=["GET"])
+    app.add_url_rule("/docs/", view_func=docs_slash, methods=["GET"])
     app.add_url_rule("/docs/<path:asset>", view_func=docs_asset, methods=["GET"])
 
 
@@ -454,6 +455,11 @@ def docs_page() -> Response:
     return Response(DOCS_PAGE, mimetype="text/html")
 
 
+def docs_slash() -> Response:
+    """The page's asset links are relative to /docs: from /docs/ they would miss, so redirect."""
+    return redirect("../docs", code=308)
+
+
 def docs_asset(asset: str) -> Response:
     if asset == "swagger-init.js":
         return Response(DOCS_INIT_SCRIPT, mimetype="text/javascript")
@@ -568,6 +574,9 @@ def _openapi_paths() -> dict[str, Any]:
                                             "application/json": {"schema": {"type": "object"}}}}),
         "/docs": _get_operation("docs", "Swagger UI over this document", {
             "description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}),
+        "/docs/": {"get": {"operationId": "docsSlash", "summary": "Redirect to /docs", "responses": {
+            "308": {"description": "To /docs.", "headers": {"Location": {"schema": {"type": "string"}}}},
+            "500": _server_error()}}},
         "/docs/{asset}": {
             "get": {
                 "operationId": "docsAsset",

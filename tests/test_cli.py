@@ -32,7 +32,7 @@ def checkpoint(tiny_checkpoint) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(tiny_artifact) -> Path:
-    """Built by conftest with `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8`."""
+    """Built by conftest as `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8` builds it."""
     return tiny_artifact
 
 
