@@ -68,7 +68,7 @@ def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
     """The tiny checkpoint built into an ONNX artifact, as `python -m model build --model-dir
     <tiny checkpoint> --precision fp32,int8` builds it, in this process: a CLI process would
     spend most of its time importing torch and transformers again (tests/test_cli.py runs it)."""
-    from model.export import build_artifact
+    from model.build.export import build_artifact
 
     out = tmp_path_factory.mktemp("tiny-artifact")
     build_artifact(tiny_checkpoint, out, ("fp32", "int8"))
