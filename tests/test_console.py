@@ -101,6 +101,6 @@ def test_make_run_fails_with_the_one_line_and_make_s_own_status(tmp_path, redis_
     assert service_line == f"sentiment: cannot load the model: MODEL_DIR={missing} does not exist or is not a directory"
     # The failure reaches make's own exit status, so a script sees it; GNU make then adds its
     # one-line note for any failing recipe, and nothing else is printed.
-    assert len(rest) == 1 and re.fullmatch(r"make: \*\*\* \[Makefile:\d+: run\] Error 1", rest[0]), rest
+    assert len(rest) == 1 and re.fullmatch(r"make(\[\d+\])?: \*\*\* \[Makefile:\d+: run\] Error 1", rest[0]), rest
     assert "make" not in result.stdout
     assert result.returncode == 2
