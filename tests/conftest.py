@@ -55,14 +55,14 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.05):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from model.build.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"))
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_3labels(tmp_path_factory) -> Path:
-    from model.build.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint-3labels"), labels=THREE_LABELS, seed=1)
 

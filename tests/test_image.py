@@ -241,7 +241,7 @@ def dockerfile() -> Dockerfile:
 def image_root(tmp_path_factory, dockerfile) -> Path:
     """The artifact stage's build command, then the venv stage, run for real under one root."""
     pytest.importorskip("torch", reason="the build stage needs the `build` extra")
-    from model.build.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("image-root")
     checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
@@ -344,7 +344,7 @@ def test_build_context_is_only_what_the_image_needs(dockerfile):
     rules = dockerignore_rules()
     files = build_context_files(rules)
     allowed = ("pyproject.toml", "README.md", "app.py", "gunicorn.conf.py")
-    build_data = "model/build/data/"  # the int8 gate's sentences, read by the artifact stage's build
+    build_data = "model/builder/data/"  # the int8 gate's sentences, read by the artifact stage's build
     strays = [f for f in files if f not in allowed and not (f.startswith("model/") and f.endswith(".py"))
               and not f.startswith(build_data)]
     assert not strays, f"sent to the builder but never used: {strays}"
