@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model.build.checkpoints import build_random_checkpoint
+from model.builder.checkpoints import build_random_checkpoint
 from model.engines import load_engine, predict_texts
 from model.settings import Settings
 

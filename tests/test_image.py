@@ -358,7 +358,7 @@ def test_build_context_is_only_what_the_image_needs(dockerfile):
     files = build_context_files(rules)
     allowed = ("pyproject.toml", "README.md", "app.py", "gunicorn.conf.py",
                "requirements/runtime.txt", "requirements/build.txt", "requirements/installer.txt")
-    build_data = "model/build/data/"  # the int8 gate's sentences, read by the artifact stage's build
+    build_data = "model/builder/data/"  # the int8 gate's sentences, read by the artifact stage's build
     strays = [f for f in files if f not in allowed and not (f.startswith("model/") and f.endswith(".py"))
               and not f.startswith(build_data)]
     assert not strays, f"sent to the builder but never used: {strays}"
