@@ -9,15 +9,18 @@ worker after fork and attaches it with `attach_predictor`. An app without a pred
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import math
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from flask import Flask, Response, current_app, g, request, send_from_directory
+from flask import Flask, Response, current_app, g, redirect, request, send_from_directory
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
@@ -40,7 +43,6 @@ NOT_BLANK_PATTERN = (
     r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 )
 _NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -90,9 +92,6 @@ class ReadyResponse(BaseModel):
 def _require_not_blank(text: str) -> str:
     if not _NOT_BLANK.search(text):
         raise PydanticCustomError("string_blank", "Text must contain a character other than whitespace")
-    # JSON can carry lone surrogates ("\ud800"); the tokenizer cannot. Replace them, do not fail.
-    if _LONE_SURROGATE.search(text):
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
 
 
@@ -270,6 +269,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/metrics", view_func=prometheus_metrics, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi_json, methods=["GET"])
     app.add_url_rule("/docs", view_func=docs_page, methods=["GET"])
+    app.add_url_rule("/docs/", view_func=docs_slash, methods=["GET"])
     app.add_url_rule("/docs/<path:asset>", view_func=docs_asset, methods=["GET"])
 
 
@@ -297,17 +297,80 @@ def _parse_predict_request() -> list[str]:
         raise RequestEntityTooLarge()  # before anything else: do not read what will be refused
     if not _is_json(request.mimetype):
         raise ApiError(415, "Content-Type must be application/json")
-    raw = _read_body(settings.max_body_bytes)
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ApiError(400, f"body is not valid JSON: {str(error)[:200]}") from None
+    body = parse_json(_read_body(settings.max_body_bytes))
     try:
         parsed = state().predict_request.model_validate(body)
     except ValidationError as error:
         issues = [{"loc": list(issue["loc"]), "msg": issue["msg"], "type": issue["type"]} for issue in error.errors()]
         raise ApiError(422, issues) from None
     return parsed.text
+
+
+class NotJson(ValueError):
+    """What a body is, that RFC 8259 JSON is not: the reason of a 400."""
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as RFC 8259 JSON, or a 400 that says precisely what is wrong with it.
+
+    Stricter than `json.loads` where it would guess or fail in a way the client cannot act on:
+    UTF-8 only (a leading byte-order mark is ignored, RFC 8259 section 8.1); no NaN or Infinity
+    and no number a double or this interpreter cannot hold (section 6); no duplicate keys, which
+    two parsers may read differently (section 4); nesting as deep as the interpreter's recursion
+    limit allows. A lone surrogate escape (\\ud800) is JSON, but not text: a 422 names the text.
+    """
+    try:
+        return json.loads(
+            _utf8_text(raw), object_pairs_hook=_object_without_duplicate_keys, parse_constant=_refuse_constant,
+            parse_int=_parse_int, parse_float=_parse_float,
+        )
+    except (json.JSONDecodeError, NotJson) as error:
+        reason = str(error)
+    except RecursionError:
+        reason = "arrays and objects are nested too deeply"
+    raise ApiError(400, f"body is not valid JSON: {reason}")
+
+
+def _utf8_text(raw: bytes) -> str:
+    encoding = json.detect_encoding(raw)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise NotJson(f"it looks like {encoding.upper()} (zero bytes or its byte-order mark); send UTF-8")
+    body = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = error.start + len(raw) - len(body)
+        raise NotJson(f"it is not UTF-8: byte 0x{raw[offset]:02x} at offset {offset} ({error.reason})") from None
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    unique = dict(pairs)
+    if len(unique) < len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise NotJson(f"duplicate key {json.dumps(duplicate[:50])}")
+    return unique
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotJson(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+def _parse_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # Python's guard against quadratic int parsing: PYTHONINTMAXSTRDIGITS
+        raise NotJson(
+            f"an integer of {len(digits.lstrip('-'))} digits is longer than this service reads "
+            f"({sys.get_int_max_str_digits()} at most)"
+        ) from None
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NotJson(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is beyond the range of a double")
+    return value
 
 
 def _read_body(limit: int) -> bytes:
@@ -390,6 +453,11 @@ DOCS_INIT_SCRIPT = """window.onload = function () {
 
 def docs_page() -> Response:
     return Response(DOCS_PAGE, mimetype="text/html")
+
+
+def docs_slash() -> Response:
+    """The page's asset links are relative to /docs: from /docs/ they would miss, so redirect."""
+    return redirect("../docs", code=308)
 
 
 def docs_asset(asset: str) -> Response:
@@ -506,6 +574,9 @@ def _openapi_paths() -> dict[str, Any]:
                                             "application/json": {"schema": {"type": "object"}}}}),
         "/docs": _get_operation("docs", "Swagger UI over this document", {
             "description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}),
+        "/docs/": {"get": {"operationId": "docsSlash", "summary": "Redirect to /docs", "responses": {
+            "308": {"description": "To /docs.", "headers": {"Location": {"schema": {"type": "string"}}}},
+            "500": _server_error()}}},
         "/docs/{asset}": {
             "get": {
                 "operationId": "docsAsset",

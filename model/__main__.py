@@ -1,10 +1,13 @@
 """Command line: `python -m model build | evaluate | bench | random-checkpoint | settings`.
 
-    build              export a Hugging Face checkpoint to an ONNX artifact (fp32, int8)
-    evaluate           accuracy, agreement between two engines, batch-composition drift
-    bench              engine-level throughput and latency per backend/precision/batch size
+    build              export a Hugging Face checkpoint to an ONNX artifact (fp32, int8 if it passes the int8 gate)
+    evaluate           accuracy, batch-composition drift and the int8 gate of one engine against another
+    bench              engine-level throughput and latency per backend/precision variant/batch size
     random-checkpoint  write a random-weight checkpoint (tests, benchmarks without real weights)
     settings           print every configuration variable with its default and meaning
+
+Every command but `settings` needs the `build` extra: its code is `model.builder`, imported here
+per command, so the serving package never imports it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from model.settings import ConfigurationError, Settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BUILD_DATA = Path(__file__).resolve().parent / "builder" / "data"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("model").setLevel(logging.INFO)
     try:
         return args.run(args) or 0
+    except ModuleNotFoundError as error:
+        if error.name not in ("torch", "transformers", "onnx", "huggingface_hub"):
+            raise
+        print(f"error: `python -m model {args.command}` needs the build extra ({error.name} is missing): "
+              "pip install '.[build]'", file=sys.stderr)
+        return 2
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -54,15 +63,24 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model-dir", type=Path, help="local Hugging Face checkpoint directory")
     source.add_argument("--model-id", help="Hugging Face hub model id (downloaded through the hub cache)")
     parser.add_argument("--revision", help="hub revision (commit, branch or tag) of --model-id")
-    parser.add_argument("--out", type=Path, required=True, help="artifact directory to write")
-    parser.add_argument("--precisions", "--precision", type=_csv, default=["fp32", "int8"], help="comma-separated: fp32,int8")
-    parser.add_argument("--int8-recipe", default=None, help="int8 quantization recipe (see docs/engine.md)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="artifact directory to write")
+    target.add_argument("--artifact-cache-dir", type=Path,
+                        help="build into DIR/<fingerprint>/ once (what the server does for a plain checkpoint)")
+    parser.add_argument("--precisions", "--precision", type=_csv, default=["fp32", "int8"],
+                        help="comma-separated: fp32,int8 (int8 only if it passes the int8 gate, else fp32)")
+    parser.add_argument("--calibration-data", type=Path, default=BUILD_DATA / "rt-polarity-calibration.tsv",
+                        help="sentences for the build's choices (TSV sentence<TAB>label or one a line)")
+    parser.add_argument("--gate-data", type=Path, default=BUILD_DATA / "sst2-dev.tsv",
+                        help="held-out sentences of the int8 gate's verdict (same formats)")
     parser.set_defaults(run=_run_build)
 
 
 def _run_build(args: argparse.Namespace) -> int:
     from model.artifacts import download_checkpoint
-    from model.export import INT8_RECIPE, BuildError, build_artifact
+    from model.builder.export import BuildError, build_artifact, build_into_cache
+
+    logging.getLogger("model.engines").setLevel(logging.WARNING)  # one line per build phase, not per session
 
     if args.model_dir is not None:
         checkpoint, model_id, revision = args.model_dir, args.model_dir.resolve().name, args.revision
@@ -71,15 +89,28 @@ def _run_build(args: argparse.Namespace) -> int:
     else:
         checkpoint = download_checkpoint(args.model_id, args.revision)
         model_id, revision = args.model_id, checkpoint.name
+    options = {"precisions": tuple(args.precisions), "model_id": model_id, "revision": revision,
+               "calibration_data": args.calibration_data, "verdict_data": args.gate_data}
     try:
-        manifest = build_artifact(checkpoint, args.out, tuple(args.precisions), model_id=model_id,
-                                  revision=revision, int8_recipe=args.int8_recipe or INT8_RECIPE)
+        if args.out is not None:
+            out, manifest = args.out, build_artifact(checkpoint, args.out, **options)
+        else:
+            out, manifest = build_into_cache(checkpoint, args.artifact_cache_dir, **options)
     except BuildError as error:
         print(f"error: build failed: {error}", file=sys.stderr)
         return 1
     for precision, entry in manifest["precisions"].items():
-        print(f"{precision}: {args.out / entry['file']}  max |Δp| vs torch on check sentences {entry['max_abs_diff_vs_torch']:.2e}")
-    print(f"artifact {args.out}  model {manifest['model_id']}  fingerprint {manifest['fingerprint'][:12]}  labels {','.join(manifest['labels'])}")
+        print(f"{precision}: {out / entry['file']}  max |Δp| vs torch on check sentences {entry['max_abs_diff_vs_torch']:.2e}")
+    if manifest["int8"] is not None:
+        int8 = manifest["int8"]
+        print(f"int8 {'shipped' if int8['shipped'] else 'NOT shipped'}: {int8['reason']} "
+              f"(measured on {int8['measured_on']['isa']})")
+        if int8["kept_fp32_roles"]:
+            print(f"int8 keeps in fp32: {', '.join(int8['kept_fp32_roles'])}")
+        for note in (int8["gate"]["verdict"] or int8["gate"]["calibration"])["notes"]:
+            print(f"int8 gate note: {note}")
+    print(f"artifact {out}  model {manifest['model_id']}  fingerprint {manifest['fingerprint'][:12]}  "
+          f"labels {','.join(manifest['labels'])}  served by default: {manifest['recommended_precision']}")
     return 0
 
 
@@ -91,7 +122,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="TSV with header sentence<TAB>label (1 = positive)")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     parser.add_argument("--precision", default=Settings.model_fields["precision"].default,
-                        help="default: the service's default PRECISION")
+                        help="default: the service's default PRECISION (auto: what the artifact recommends)")
     parser.add_argument("--reference-backend", default=None, choices=["onnx", "torch"], help="default: --backend")
     parser.add_argument("--reference-precision", default="fp32")
     parser.add_argument("--batch-size", type=int, default=32, help="size of the mixed batches")
@@ -99,7 +130,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from model.evaluation import evaluate_engines
+    from model.builder.measure import evaluate_engines
 
     report = evaluate_engines(
         args.model_dir, args.data, (args.backend, args.precision),
@@ -113,21 +144,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_bench(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", type=Path, required=True, help="checkpoint or built artifact")
+    parser.add_argument("--model-dir", type=Path, required=True,
+                        help="built artifact (onnx rows) or checkpoint (torch rows)")
     parser.add_argument("--backends", type=_csv, default=["onnx"])
-    parser.add_argument("--precisions", type=_csv, default=["fp32", "int8"], help="combinations a backend lacks are skipped")
+    parser.add_argument("--variants", "--precisions", type=_csv, default=["fp32", "int8-all", "int8"],
+                        help="onnx: fp32, int8-all (every weight MatMul quantized here), int8 (the artifact's recipe); "
+                        "torch: fp32, bf16")
+    parser.add_argument("--recipe-from", type=Path,
+                        help="another artifact whose int8 recipe (MatMuls kept in fp32, by role) is benched too")
     parser.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
-    default_data = SHARED_DATA / "sst2" / "dev.tsv"
-    parser.add_argument("--data", type=Path, default=default_data if default_data.is_file() else None,
-                        help="sentences (TSV or one a line); default: generated sentences")
+    parser.add_argument("--data", type=Path, default=BUILD_DATA / "sst2-dev.tsv",
+                        help="sentences (TSV or one a line); default: SST-2 dev")
     parser.set_defaults(run=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from model.evaluation import benchmark
+    from model.builder.measure import benchmark
 
-    print(benchmark(args.model_dir, args.backends, args.precisions, args.batch_sizes, args.seconds, args.data))
+    print(benchmark(args.model_dir, args.backends, args.variants, args.batch_sizes, args.seconds, args.data,
+                    args.recipe_from))
     return 0
 
 
@@ -143,7 +179,7 @@ def _add_random_checkpoint(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_random_checkpoint(args: argparse.Namespace) -> int:
-    from model.checkpoints import build_random_checkpoint
+    from model.builder.checkpoints import build_random_checkpoint
 
     path = build_random_checkpoint(args.out, labels=tuple(args.labels), shape=args.shape, seed=args.seed)
     print(f"random {args.shape} checkpoint with labels {','.join(args.labels)} written to {path}")

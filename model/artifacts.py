@@ -1,25 +1,22 @@
-"""What to serve: find the model (MODEL_DIR or MODEL_ID), fingerprint it, build ONNX artifacts.
+"""What to serve: find the model (MODEL_DIR or MODEL_ID), check and fingerprint it.
 
 Two kinds of model directory are accepted:
 - a built artifact (manifest.json + model.<precision>.onnx + tokenizer.json), written by
   `python -m model build`; serving it needs only onnxruntime, tokenizers and numpy;
-- a plain Hugging Face checkpoint (config.json + weights + tokenizer.json); with BACKEND=onnx
-  it is exported once into ARTIFACT_CACHE_DIR/<fingerprint>/ and reused on later starts.
+- a plain Hugging Face checkpoint (config.json + weights + tokenizer.json): served by
+  BACKEND=torch as it is; with BACKEND=onnx through the artifact built from it into
+  ARTIFACT_CACHE_DIR/<fingerprint>/ (gunicorn.conf.py builds it on first start).
 
-This module imports only the standard library at the top: huggingface_hub, torch,
-transformers, onnx and the quantization tools are imported inside the functions that need
-them, so a server loading a built artifact never loads them.
+This module only finds and checks; building is `model.builder`'s job. It imports only the
+standard library at the top (huggingface_hub inside download_checkpoint).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +71,17 @@ class ResolvedModel:
         return path
 
     @property
+    def recommended_precision(self) -> str:
+        """The manifest's recommendation (int8 only when it passed the build's int8 gate), else fp32."""
+        if self.manifest is None:
+            return "fp32"
+        built = self.manifest["precisions"]
+        recommended = self.manifest.get("recommended_precision")
+        if recommended in built:
+            return recommended
+        return "fp32" if "fp32" in built else next(iter(built))
+
+    @property
     def tokenizer_path(self) -> Path:
         return (self.artifact_dir or self.checkpoint_dir) / TOKENIZER_NAME
 
@@ -93,21 +101,27 @@ def sha256_of(paths: list[Path]) -> str:
 def resolve_model(settings: Settings) -> ResolvedModel:
     """Find the model the settings name; with BACKEND=onnx make sure an ONNX artifact exists.
 
-    MODEL_DIR wins over MODEL_ID. Every problem is a ConfigurationError with one line.
+    MODEL_DIR wins over MODEL_ID. A plain checkpoint served with BACKEND=onnx needs the artifact
+    built from it in ARTIFACT_CACHE_DIR (the server's entry point builds it on first start).
+    Every problem is a ConfigurationError with one line.
     """
-    if settings.model_dir is not None:
-        resolved = inspect_model_dir(Path(settings.model_dir), env_name="MODEL_DIR")
-    else:
-        checkpoint = download_checkpoint(settings.model_id, settings.model_revision)
-        resolved = inspect_checkpoint(checkpoint, model_id=settings.model_id, revision=checkpoint.name)
+    resolved = locate_model(settings)
     if settings.backend == "onnx" and resolved.artifact_dir is None:
-        resolved = cached_artifact(resolved, settings.artifact_cache_dir, settings.precision)
+        resolved = cached_artifact(resolved, settings.artifact_cache_dir)
     if settings.backend == "torch" and resolved.checkpoint_dir is None:
         raise ConfigurationError(
             f"BACKEND=torch needs a Hugging Face checkpoint but MODEL_DIR={settings.model_dir} is a built ONNX artifact: "
             "point MODEL_DIR at the checkpoint or use BACKEND=onnx"
         )
     return resolved
+
+
+def locate_model(settings: Settings) -> ResolvedModel:
+    """MODEL_DIR (artifact or checkpoint), else MODEL_ID through the hub cache; nothing is built."""
+    if settings.model_dir is not None:
+        return inspect_model_dir(Path(settings.model_dir), env_name="MODEL_DIR")
+    checkpoint = download_checkpoint(settings.model_id, settings.model_revision)
+    return inspect_checkpoint(checkpoint, model_id=settings.model_id, revision=checkpoint.name)
 
 
 def inspect_model_dir(path: Path, env_name: str = "MODEL_DIR") -> ResolvedModel:
@@ -141,23 +155,29 @@ def inspect_artifact(path: Path) -> ResolvedModel:
 def inspect_checkpoint(path: Path, model_id: str, revision: str | None) -> ResolvedModel:
     """Check a plain checkpoint's files cheaply (no torch) and fingerprint its weights."""
     config = _read_json(path / "config.json")
-    weights = sorted(p for pattern in WEIGHT_GLOBS for p in path.glob(pattern))
-    if not weights:
-        raise ConfigurationError(f"checkpoint {path} has no weights (model.safetensors or pytorch_model.bin)")
-    for weight in weights:
-        if weight.suffix == ".safetensors":
-            _check_safetensors(weight)
+    fingerprint = checkpoint_fingerprint(path)
     if not (path / TOKENIZER_NAME).is_file():
         raise ConfigurationError(
             f"checkpoint {path} has no {TOKENIZER_NAME} (a fast tokenizer is required: save it with tokenizer.save_pretrained)"
         )
     tokenizer_config = _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
     return ResolvedModel(
-        model_id=model_id, revision=revision, fingerprint_sha256=sha256_of(weights),
+        model_id=model_id, revision=revision, fingerprint_sha256=fingerprint,
         labels=_labels(config, path), max_length=_max_length(config, tokenizer_config),
         pad_token=str(tokenizer_config.get("pad_token") or "[PAD]"),
         checkpoint_dir=path, artifact_dir=None,
     )
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """sha256 over a checkpoint's weight files, after checking that safetensors files are whole."""
+    weights = sorted(p for pattern in WEIGHT_GLOBS for p in path.glob(pattern))
+    if not weights:
+        raise ConfigurationError(f"checkpoint {path} has no weights (model.safetensors or pytorch_model.bin)")
+    for weight in weights:
+        if weight.suffix == ".safetensors":
+            _check_safetensors(weight)
+    return sha256_of(weights)
 
 
 def download_checkpoint(model_id: str, revision: str | None) -> Path:
@@ -226,58 +246,24 @@ def _max_length(config: dict, tokenizer_config: dict) -> int:
     return positions
 
 
-# --- on-the-fly artifact cache ---------------------------------------------------------------
+# --- artifacts built from plain checkpoints ----------------------------------------------------
 
 
-def cached_artifact(resolved: ResolvedModel, cache_dir: Path, precision: str) -> ResolvedModel:
-    """Export a plain checkpoint into cache_dir/<fingerprint>/ once; later starts reuse it.
-
-    A file lock makes concurrent starts (several Gunicorn workers) build once: the others
-    wait, then find the finished artifact.
-    """
-    target = Path(cache_dir) / resolved.fingerprint
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{resolved.fingerprint}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / MANIFEST_NAME).is_file():
-            artifact = inspect_artifact(target)
-            if precision in artifact.manifest["precisions"]:
-                log.info("using ONNX artifact %s built earlier from %s", target, resolved.checkpoint_dir)
-                return _with_source(artifact, resolved)
-        _build_into_cache(resolved, target)
-    return _with_source(inspect_artifact(target), resolved)
+def cached_artifact_dir(fingerprint_sha256: str, cache_dir: Path) -> Path:
+    """Where the artifact built from a plain checkpoint lives: ARTIFACT_CACHE_DIR/<fingerprint>/."""
+    return Path(cache_dir).expanduser() / fingerprint_sha256[:SHORT_FINGERPRINT]
 
 
-def _build_into_cache(resolved: ResolvedModel, target: Path) -> None:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
+def cached_artifact(source: ResolvedModel, cache_dir: Path) -> ResolvedModel:
+    """The artifact built earlier from this plain checkpoint, keeping the checkpoint's id and revision."""
+    target = cached_artifact_dir(source.fingerprint_sha256, cache_dir)
+    if not (target / MANIFEST_NAME).is_file():
         raise ConfigurationError(
-            f"MODEL_DIR={resolved.checkpoint_dir} is a plain checkpoint and torch/transformers are not installed to export it: "
-            f"build the artifact with `python -m model build --model-dir {resolved.checkpoint_dir} --out DIR` and set MODEL_DIR=DIR"
-        ) from None
-    from model.export import build_artifact
-
-    log.info("building ONNX artifact from %s into %s (first start only; later starts reuse it)",
-             resolved.checkpoint_dir, target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        # Both precisions, so switching PRECISION later does not rebuild.
-        build_artifact(resolved.checkpoint_dir, staging, ("fp32", "int8"), model_id=resolved.model_id, revision=resolved.revision)
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
-        staging.rename(target)
-    except ConfigurationError:
-        raise
-    except Exception as error:  # export/verification failures of any kind: say which checkpoint
-        first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ConfigurationError(f"cannot export {resolved.checkpoint_dir} to ONNX: {first_line}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _with_source(artifact: ResolvedModel, source: ResolvedModel) -> ResolvedModel:
-    """An artifact built from `source` keeps the source's id and revision, and its checkpoint dir."""
+            f"{source.checkpoint_dir} is a plain checkpoint that has not been built into an ONNX artifact: "
+            f"run `python -m model build --model-dir {source.checkpoint_dir} --out DIR` and set MODEL_DIR=DIR"
+        )
+    artifact = inspect_artifact(target)
+    log.info("using ONNX artifact %s built from %s", target, source.checkpoint_dir)
     return ResolvedModel(
         model_id=source.model_id, revision=source.revision, fingerprint_sha256=artifact.fingerprint_sha256,
         labels=artifact.labels, max_length=artifact.max_length, pad_token=artifact.pad_token,

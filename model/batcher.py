@@ -1,6 +1,7 @@
 """Continuous cross-request dynamic batching in front of one engine.
 
-One engine thread runs batches back to back. When it is idle, a submission starts at once (no
+Each submitted text is tokenized once, in submit(): the token counts form the batches and the
+same encodings go to the engine. One engine thread runs batches back to back. When it is idle, a submission starts at once (no
 added wait at low load). While a batch runs, new texts queue; the next batch takes the oldest
 queued text plus the queued texts closest to it in length, as many as fit within
 BATCH_MAX_TEXTS, BATCH_MAX_TOKENS (padded tokens = texts x longest) and BATCH_MAX_PADDING.
@@ -10,8 +11,10 @@ joins only while the padding stays a small share of the real tokens. The oldest 
 goes next, so a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
 The queue is bounded twice: a submission that does not fit raises Overloaded at once, and a
-text that has waited longer than QUEUE_MAX_WAIT_SECONDS when its batch would start fails its
-request with Overloaded instead of being computed for a client that has likely given up.
+request none of whose texts has started after QUEUE_MAX_WAIT_SECONDS fails with Overloaded
+instead of being computed for a client that has likely given up. The limit is on waiting for
+others: once a request's first batch has started, the rest of its texts are computed, however
+long its own batches take (a retry would take as long, so shedding it would refuse it forever).
 
 With BATCHING=false each request runs alone (the naive configuration, for comparison), still
 one engine call at a time.
@@ -22,12 +25,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence, Sized
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model import metrics
+
+if TYPE_CHECKING:
+    from model.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +52,15 @@ class _Request:
     size: int
     scores: np.ndarray | None = None
     remaining: int = 0
+    started: bool = False  # one of its texts reached the engine: no longer shed for waiting
     failed: bool = False
 
 
 @dataclass(eq=False)
 class _Item:
-    """One queued text: where its row goes, its token count, when it was queued."""
+    """One queued text: its encoding (tokenized once, here), its token count, where its row goes."""
 
-    text: str
+    encoding: Sized
     tokens: int
     request: _Request
     index: int
@@ -63,7 +72,7 @@ class Batcher:
 
     def __init__(
         self,
-        engine,
+        engine: Engine,
         max_batch_texts: int = 64,
         max_batch_tokens: int = 8192,
         max_queue_texts: int = 1024,
@@ -95,12 +104,9 @@ class Batcher:
             raise ValueError("submit() needs at least one text")
         if not self.batching:
             return self._run_alone(texts)
-        lengths = self.engine.tokenize_lengths(texts)
+        encodings = self.engine.tokenize(texts)
         request = _Request(future=Future(), size=len(texts), remaining=len(texts))
-        items = [
-            _Item(text, tokens, request, index)
-            for index, (text, tokens) in enumerate(zip(texts, lengths, strict=True))
-        ]
+        items = [_Item(encoding, len(encoding), request, index) for index, encoding in enumerate(encodings)]
         with self._condition:
             if self._stopping:
                 raise Overloaded("the service is shutting down")
@@ -126,7 +132,7 @@ class Batcher:
                 for start in range(0, len(texts), self.max_batch_texts):
                     chunk = texts[start:start + self.max_batch_texts]
                     _observe_wait(queued_at, len(chunk))
-                    chunks.append(self._infer(chunk))
+                    chunks.append(self._infer(self.engine.tokenize(chunk)))
             future.set_result(np.concatenate(chunks))
         except Exception as error:  # handed to the caller through the future, like the batched path
             future.set_exception(error)
@@ -169,16 +175,17 @@ class Batcher:
     def _run_batch(self, batch: list[_Item]) -> None:
         now = time.perf_counter()
         for item in batch:
-            if now - item.queued_at > self.max_wait_seconds:
+            if not item.request.started and now - item.queued_at > self.max_wait_seconds:
                 _fail(item.request, Overloaded(f"queued for more than {self.max_wait_seconds:g} s"))
         batch = [item for item in batch if not item.request.failed]
         if not batch:
             return
         for item in batch:
+            item.request.started = True
             metrics.QUEUE_WAIT.observe(now - item.queued_at)
         try:
             with self._engine_lock:
-                scores = self._infer([item.text for item in batch])
+                scores = self._infer([item.encoding for item in batch])
         except Exception as error:  # an engine failure fails this batch's requests, not the service
             log.error("engine batch of %d texts failed: %s", len(batch), error)
             for item in batch:
@@ -193,13 +200,13 @@ class Batcher:
             if request.remaining == 0:
                 request.future.set_result(request.scores)
 
-    def _infer(self, texts: list[str]) -> np.ndarray:
+    def _infer(self, encodings: Sequence[Sized]) -> np.ndarray:
         started = time.perf_counter()
-        scores = self.engine.predict_proba(texts)
+        scores = self.engine.predict_encoded(encodings)
         metrics.INFERENCE_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(texts))
-        if scores.shape[0] != len(texts):
-            raise RuntimeError(f"engine returned {scores.shape[0]} rows for {len(texts)} texts")
+        metrics.BATCH_SIZE.observe(len(encodings))
+        if scores.shape[0] != len(encodings):
+            raise RuntimeError(f"engine returned {scores.shape[0]} rows for {len(encodings)} texts")
         return scores
 
     # --- lifecycle -------------------------------------------------------------------------

@@ -2,23 +2,26 @@
 
 Both engines tokenize with the same `tokenizers` tokenizer.json (truncate to
 min(MAX_SEQUENCE_TOKENS, the model's limit), pad to the longest text of the batch), so
-they see identical token ids. torch and transformers are imported only inside TorchEngine.
+they see identical token ids. torch and transformers are imported only inside TorchEngine;
+`model.builder` (export, quantization) is never imported from here.
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 import math
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence, Sized
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from model.artifacts import ResolvedModel, resolve_model
-from model.settings import ConfigurationError, Settings
+from model.cpu import int8_isa
+from model.settings import AUTO_PRECISION, ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,51 +29,77 @@ WARMUP_TEXTS = ["warming up the engine", "a second, somewhat longer sentence to 
 
 
 class Engine(Protocol):
+    """What the batcher, the predictor and the command line use; the ONNX, torch and test engines have it.
+
+    Tokenizing and computing are separate steps, so the batcher tokenizes each text once (it
+    needs the token counts to form batches) and hands the same encodings to the engine.
+    """
+
     labels: tuple[str, ...]  # config id2label, in index order
     description: str  # e.g. "onnx-int8"
     max_tokens: int  # texts are truncated to this many tokens
-    model: ResolvedModel
 
-    def tokenize_lengths(self, texts: list[str]) -> list[int]: ...
+    def tokenize(self, texts: list[str]) -> Sequence[Sized]:
+        """One encoding per text, truncated, not padded; len(encoding) is its token count."""
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+    def predict_encoded(self, encodings: Sequence[Sized]) -> np.ndarray:
+        """Probabilities, shape (len(encodings), len(labels)), float32."""
 
     def warmup(self) -> None: ...
 
 
-def load_engine(settings: Settings, resolved: ResolvedModel | None = None) -> Engine:
-    """The engine the settings ask for (BACKEND, PRECISION), ready to predict."""
+def predict_texts(engine: Engine, texts: list[str]) -> np.ndarray:
+    """Tokenize and score in one step (command line, tests, warm-up)."""
+    return engine.predict_encoded(engine.tokenize(texts))
+
+
+def load_engine(settings: Settings, resolved: ResolvedModel | None = None) -> OnnxEngine | TorchEngine:
+    """The engine the settings ask for (BACKEND, PRECISION; PRECISION=auto follows the manifest)."""
     resolved = resolved or resolve_model(settings)
+    threads = engine_threads(settings)
     if settings.backend == "onnx":
-        return OnnxEngine(resolved, settings.precision, settings.max_sequence_tokens, engine_threads(settings))
-    return TorchEngine(resolved, settings.precision, settings.max_sequence_tokens, engine_threads(settings))
+        precision = resolved.recommended_precision if settings.precision == AUTO_PRECISION else settings.precision
+        return OnnxEngine(resolved, precision, settings.max_sequence_tokens, threads)
+    precision = "fp32" if settings.precision == AUTO_PRECISION else settings.precision
+    return TorchEngine(resolved, precision, settings.max_sequence_tokens, threads)
 
 
 # --- shared pieces -----------------------------------------------------------------------------
 
 
-def load_tokenizer(path: Path, max_tokens: int, pad_token: str) -> Tokenizer:
-    """tokenizer.json with truncation to max_tokens and padding to the batch's longest text."""
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as error:  # the Rust side raises a bare Exception for any parse problem
-        raise ConfigurationError(f"cannot read tokenizer {path}: {error}") from None
-    pad_id = tokenizer.token_to_id(pad_token)
-    if pad_id is None:
-        raise ConfigurationError(f"tokenizer {path} has no padding token {pad_token!r}")
-    tokenizer.enable_truncation(max_length=max_tokens)
-    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
-    return tokenizer
+class TextEncoder:
+    """tokenizer.json with truncation to max_tokens; batches are padded here, to their longest text."""
 
+    def __init__(self, path: Path, max_tokens: int, pad_token: str) -> None:
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:  # the Rust side raises a bare Exception for any parse problem
+            raise ConfigurationError(f"cannot read tokenizer {path}: {error}") from None
+        pad_id = self.tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ConfigurationError(f"tokenizer {path} has no padding token {pad_token!r}")
+        self.pad_id = pad_id
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_tokens)
 
-def encode(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
-    """int64 input_ids, attention_mask and token_type_ids, shape (len(texts), longest)."""
-    encodings = tokenizer.encode_batch(texts)
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-    }
+    def tokenize(self, texts: list[str]) -> list[Encoding]:
+        return self.tokenizer.encode_batch(texts) if texts else []
+
+    def inputs(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """int64 input_ids, attention_mask, token_type_ids, shape (texts, longest), padded on the right."""
+        longest = max((len(e) for e in encodings), default=0)
+        shape = (len(encodings), longest)
+        arrays = {"input_ids": np.full(shape, self.pad_id, dtype=np.int64),
+                  "attention_mask": np.zeros(shape, dtype=np.int64), "token_type_ids": np.zeros(shape, dtype=np.int64)}
+        for row, encoding in enumerate(encodings):
+            length = len(encoding)
+            arrays["input_ids"][row, :length] = encoding.ids
+            arrays["attention_mask"][row, :length] = 1
+            arrays["token_type_ids"][row, :length] = encoding.type_ids
+        return arrays
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return self.inputs(self.tokenize(texts))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -106,23 +135,22 @@ class _TokenizingEngine(ABC):
         self.model = resolved
         self.labels = resolved.labels
         self.max_tokens = min(max_sequence_tokens, resolved.max_length)
-        self.tokenizer = load_tokenizer(resolved.tokenizer_path, self.max_tokens, resolved.pad_token)
+        self.encoder = TextEncoder(resolved.tokenizer_path, self.max_tokens, resolved.pad_token)
 
-    def tokenize_lengths(self, texts: list[str]) -> list[int]:
-        # Padding is on, so count the attention mask rather than the ids.
-        return [sum(e.attention_mask) for e in self.tokenizer.encode_batch(texts)] if texts else []
+    def tokenize(self, texts: list[str]) -> list[Encoding]:
+        return self.encoder.tokenize(texts)
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        if not texts:
+    def predict_encoded(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        if not encodings:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return softmax(self.logits(encode(self.tokenizer, texts)))
+        return softmax(self.logits(self.encoder.inputs(encodings)))
 
     @abstractmethod
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Raw scores, shape (batch, len(labels))."""
 
     def warmup(self) -> None:
-        self.predict_proba(WARMUP_TEXTS)
+        predict_texts(self, WARMUP_TEXTS)
 
 
 # --- ONNX Runtime (serving) --------------------------------------------------------------------
@@ -131,12 +159,14 @@ class _TokenizingEngine(ABC):
 class OnnxEngine(_TokenizingEngine):
     """ONNX Runtime on CPU over a built artifact; the only engine the serving image needs."""
 
-    def __init__(self, resolved: ResolvedModel, precision: str, max_sequence_tokens: int, threads: int) -> None:
+    def __init__(self, resolved: ResolvedModel, precision: str, max_sequence_tokens: int, threads: int,
+                 path: Path | None = None) -> None:
+        """`path` overrides the artifact's file of `precision` (the build measures candidate files)."""
         import onnxruntime
 
         super().__init__(resolved, max_sequence_tokens)
         self.description = f"onnx-{precision}"
-        path = resolved.onnx_path(precision)
+        path = path or resolved.onnx_path(precision)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -147,7 +177,7 @@ class OnnxEngine(_TokenizingEngine):
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise ConfigurationError(f"cannot load ONNX model {path}: {str(error).splitlines()[0]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
-        log.info("loaded %s from %s (%d threads)", self.description, path, threads)
+        log.debug("loaded %s from %s (%d threads, int8 kernels: %s)", self.description, path, threads, int8_isa())
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], {name: inputs[name] for name in self.input_names})[0]

@@ -46,7 +46,7 @@ QUEUE_WAIT = Histogram(
 )
 INFERENCE_DURATION = Histogram(
     "sentiment_inference_duration_seconds",
-    "Engine time per batch (tokenize, run the model, softmax).",
+    "Engine time per batch (pad, run the model, softmax; texts are tokenized on submission).",
     buckets=ENGINE_BUCKETS,
 )
 TEXTS = Counter(
@@ -67,8 +67,8 @@ STARTUP_SECONDS = Gauge(
 )
 BUILD_INFO = Gauge(
     "sentiment_build_info",
-    "Always 1; the labels say what is served.",
-    ["model", "revision", "backend", "precision", "k_revision"],
+    "Always 1; the labels say what is served, and isa the CPU instruction set of the int8 kernels.",
+    ["model", "revision", "backend", "precision", "k_revision", "isa"],
     multiprocess_mode="livemax",
 )
 

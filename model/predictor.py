@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from model import metrics
 from model.batcher import Batcher, Overloaded
 from model.cache import CacheState, PredictionCache
+
+if TYPE_CHECKING:
+    from model.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, engine, batcher: Batcher, cache: PredictionCache, model_string: str) -> None:
+    def __init__(self, engine: Engine, batcher: Batcher, cache: PredictionCache, model_string: str) -> None:
         self.engine = engine
         self.batcher = batcher
         self.cache = cache

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ID = "distilbert-base-uncased-finetuned-sst-2-english"
 PRECISIONS_BY_BACKEND = {"onnx": ("fp32", "int8"), "torch": ("fp32", "bf16")}
+AUTO_PRECISION = "auto"  # onnx: the precision the artifact's manifest recommends; torch: fp32
 
 
 class ConfigurationError(SystemExit):
@@ -60,10 +61,10 @@ class Settings(BaseSettings):
         description="Where a plain checkpoint is built into an ONNX artifact on first start.",
     )
     backend: Literal["onnx", "torch"] = Field("onnx", description="Inference engine: onnx (serving) or torch (reference).")
-    precision: Literal["fp32", "int8", "bf16"] = Field(
-        "int8",
-        description="onnx: int8 (default; within 1% of fp32 labels, see docs/engine.md) or fp32; "
-        "torch: fp32 (default with BACKEND=torch) or bf16.",
+    precision: Literal["auto", "fp32", "int8", "bf16"] = Field(
+        AUTO_PRECISION,
+        description="auto = what the artifact recommends (int8 when it passed the build's int8 quality gate, "
+        "see docs/engine.md; else fp32); onnx: int8 or fp32; torch: fp32 (auto) or bf16.",
     )
     max_sequence_tokens: int = Field(512, ge=8, le=8192, description="Longer texts are truncated to this many tokens.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="Engine threads per worker; 0 = CPUs / WEB_CONCURRENCY.")
@@ -76,10 +77,13 @@ class Settings(BaseSettings):
         0.25, ge=0, le=10,
         description="Padding a batch may add, as a share of its real tokens; texts of other lengths wait for the next batch.",
     )
-    queue_max_texts: int = Field(1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After.")
+    queue_max_texts: int = Field(
+        1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After. At least MAX_BATCH_TEXTS."
+    )
     queue_max_wait_seconds: float = Field(
         10.0, gt=0, le=600,
-        description="A text that waited this long for the engine is not computed: its request gets 503 + Retry-After.",
+        description="A request whose texts waited this long and none reached the engine gets 503 + Retry-After; "
+        "the time its own batches take does not count. Below GRACEFUL_TIMEOUT_SECONDS.",
     )
 
     # --- Redis cache -------------------------------------------------------------------------
@@ -89,21 +93,33 @@ class Settings(BaseSettings):
     cache_timeout_seconds: float = Field(0.05, gt=0, le=10, description="Socket timeout of each Redis call.")
     cache_retry_seconds: float = Field(2.0, ge=0, le=300, description="After a Redis failure, bypass it this long before retrying.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _precision_default_for_torch(cls, data: object) -> object:
-        """PRECISION unset with BACKEND=torch means fp32 (int8 exists only for onnx)."""
-        if isinstance(data, dict) and not data.get("precision") and str(data.get("backend", "")).lower() == "torch":
-            return {**data, "precision": "fp32"}
-        return data
-
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":
         allowed = PRECISIONS_BY_BACKEND[self.backend]
-        if self.precision not in allowed:
+        if self.precision not in (AUTO_PRECISION, *allowed):
             raise ValueError(f"PRECISION={self.precision} does not go with BACKEND={self.backend}; use one of {allowed}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return self
+
+    @model_validator(mode="after")
+    def _check_limits_agree(self) -> "Settings":
+        """Limits that contradict each other would refuse a valid request forever or cut a drain short.
+
+        What depends on the deployment (Knative's timeoutSeconds and containerConcurrency) is
+        checked against these rules by the manifest tests; the app cannot read the manifest.
+        """
+        if self.max_batch_texts > self.queue_max_texts:
+            raise ValueError(
+                f"MAX_BATCH_TEXTS={self.max_batch_texts} is above QUEUE_MAX_TEXTS={self.queue_max_texts}: a request of "
+                f"{self.max_batch_texts} texts could never be queued; raise QUEUE_MAX_TEXTS or lower MAX_BATCH_TEXTS"
+            )
+        if self.queue_max_wait_seconds >= self.graceful_timeout_seconds:
+            raise ValueError(
+                f"QUEUE_MAX_WAIT_SECONDS={self.queue_max_wait_seconds:g} is not below GRACEFUL_TIMEOUT_SECONDS="
+                f"{self.graceful_timeout_seconds}: on SIGTERM a queued request would be cut off instead of answered "
+                "or shed with 503; lower QUEUE_MAX_WAIT_SECONDS or raise GRACEFUL_TIMEOUT_SECONDS"
+            )
         return self
 
 
@@ -113,7 +129,9 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         first = error.errors()[0]
-        name = "_".join(str(part) for part in first["loc"]).upper() or "configuration"
+        if not first["loc"]:  # a rule across fields: its message names the variables
+            raise ConfigurationError(f"invalid configuration: {first.get('ctx', {}).get('error', first['msg'])}") from None
+        name = "_".join(str(part) for part in first["loc"]).upper()
         raise ConfigurationError(f"invalid configuration: {name}: {first['msg']}") from None
 
 

@@ -49,7 +49,7 @@ INFERENCE = "sentiment_inference_duration_seconds"  # histogram: engine time per
 TEXTS = "sentiment_texts_total"  # counter: source = cache | computed
 CACHE_ERRORS = "sentiment_cache_errors_total"  # counter: operation = get | set
 STARTUP = "sentiment_startup_seconds"  # gauge: phase = imports | model_load | warmup | ready
-BUILD_INFO = "sentiment_build_info"  # gauge = 1: model, revision, backend, precision, k_revision
+BUILD_INFO = "sentiment_build_info"  # gauge = 1: model, revision, backend, precision, k_revision, isa
 
 # Knative Serving >= 1.21 with config-observability metrics-protocol and
 # request-metrics-protocol = prometheus: the OpenTelemetry names (Serving 1.19 replaced the

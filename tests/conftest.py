@@ -18,19 +18,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from model.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 GUNICORN = VENV_BIN / "gunicorn"
 THREE_LABELS = ("joy", "anger", "neutral")
+MINILM = REPO.parent / "shared" / "models" / "minilm-sst-sentiment"  # a real trained BERT sentiment model
 API_MAX_BODY_BYTES = 1 << 20  # a valid body of the api_service (32 texts x 2000 chars, JSON-escaped) fits
 # Knobs of the service that a developer's shell might set; tests choose their own.
-SERVICE_ENV_NAMES = {
-    "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "MODEL_ID", "MODEL_DIR", "MODEL_REVISION", "REDIS_URL",
-    "BACKEND", "PRECISION", "BATCHING", "BATCH_MAX_TEXTS", "BATCH_MAX_TOKENS", "QUEUE_MAX_TEXTS",
-    "CACHE_TTL_SECONDS", "CACHE_KEY_PREFIX", "CACHE_TIMEOUT_SECONDS", "CACHE_RETRY_SECONDS", "MAX_BATCH_TEXTS",
-    "MAX_TEXT_CHARS", "MAX_BODY_BYTES", "K_REVISION", "LOG_LEVEL", "ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR",
-    "INTRA_OP_THREADS", "ARTIFACT_CACHE_DIR", "GRACEFUL_TIMEOUT_SECONDS", "REQUEST_TIMEOUT_SECONDS",
-}
+SERVICE_ENV_NAMES = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
 
 
 def free_port() -> int:
@@ -54,27 +51,41 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.05):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from model.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"))
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_3labels(tmp_path_factory) -> Path:
-    from model.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint-3labels"), labels=THREE_LABELS, seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny checkpoint built into an ONNX artifact by the real CLI."""
+    """The tiny checkpoint built into an ONNX artifact, as `python -m model build --model-dir
+    <tiny checkpoint> --precision fp32,int8` builds it, in this process: a CLI process would
+    spend most of its time importing torch and transformers again (tests/test_cli.py runs it)."""
+    from model.builder.export import build_artifact
+
     out = tmp_path_factory.mktemp("tiny-artifact")
-    subprocess.run(
-        [sys.executable, "-m", "model", "build", "--model-dir", str(tiny_checkpoint), "--out", str(out),
-         "--precision", "fp32,int8"],
-        cwd=REPO, check=True, capture_output=True, timeout=300,
+    build_artifact(tiny_checkpoint, out, ("fp32", "int8"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory) -> Path:
+    """The trained minilm-sst-sentiment checkpoint built by the real CLI, once per session (int8 gate included)."""
+    if not (MINILM / "config.json").is_file():
+        pytest.skip(f"needs the shared model {MINILM.name} (../shared/models beside the repo)")
+    out = tmp_path_factory.mktemp("minilm") / "artifact"
+    result = subprocess.run(
+        [sys.executable, "-m", "model", "build", "--model-dir", str(MINILM), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=1500,
     )
+    assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 

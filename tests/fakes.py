@@ -1,16 +1,29 @@
 """A small deterministic engine for unit tests of the batcher, cache and predictor.
 
-It honours the Engine interface of model/engines.py: each text gets scores derived from its
-own sha256 (so a mixed-up answer is visible), every batch is recorded, and a test can hold the
-engine inside a batch (`hold()` / `release()`) to build up a queue deterministically.
+It honours the Engine protocol of model/engines.py: `tokenize` gives one encoding per text (its
+length is the text's word count plus two special tokens), `predict_encoded` scores encodings,
+each text from its own sha256 (so a mixed-up answer is visible). Every batch is recorded as
+the texts it held, and a test can hold the engine inside a batch (`hold()` / `release()`) to
+build up a queue deterministically.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class FakeEncoding:
+    text: str
+    tokens: int
+
+    def __len__(self) -> int:
+        return self.tokens
 
 
 class FakeEngine:
@@ -21,16 +34,19 @@ class FakeEngine:
         self.labels = tuple(labels)
         self.fail_on = fail_on
         self.batches: list[list[str]] = []
-        self.running = threading.Event()  # set while a batch is inside predict_proba
+        self.tokenized: list[str] = []  # every text tokenize() saw, in order
+        self.running = threading.Event()  # set while a batch is inside predict_encoded
         self._gate = threading.Event()
         self._gate.set()
         self._lock = threading.Lock()
 
-    def tokenize_lengths(self, texts: list[str]) -> list[int]:
-        return [min(len(text.split()) + 2, self.max_tokens) for text in texts]
+    def tokenize(self, texts: list[str]) -> list[FakeEncoding]:
+        with self._lock:
+            self.tokenized.extend(texts)
+        return [FakeEncoding(text, min(len(text.split()) + 2, self.max_tokens)) for text in texts]
 
     def expected(self, texts: list[str]) -> np.ndarray:
-        """The scores predict_proba gives these texts, whatever their batch."""
+        """The scores predict_encoded gives these texts, whatever their batch."""
         rows = []
         for text in texts:
             digest = hashlib.sha256(text.encode()).digest()
@@ -39,9 +55,10 @@ class FakeEngine:
             rows.append(exp / exp.sum())
         return np.array(rows, dtype=np.float32).reshape(len(texts), len(self.labels))
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_encoded(self, encodings: Sequence[FakeEncoding]) -> np.ndarray:
+        texts = [encoding.text for encoding in encodings]
         with self._lock:
-            self.batches.append(list(texts))
+            self.batches.append(texts)
         self.running.set()
         try:
             self._gate.wait(timeout=30)
@@ -52,7 +69,7 @@ class FakeEngine:
             self.running.clear()
 
     def warmup(self) -> None:
-        self.predict_proba(["warm-up"])
+        self.predict_encoded(self.tokenize(["warm-up"]))
 
     def hold(self) -> None:
         """The next batch will wait inside the engine until release()."""

@@ -313,6 +313,9 @@ def test_metrics_expose_the_service_figures(api_service):
     for phase in ("imports", "model_load", "warmup", "ready"):
         assert f'sentiment_startup_seconds{{phase="{phase}"}}' in text
     assert re.search(r'sentiment_build_info\{[^}]*k_revision="sentiment-00042"[^}]*precision="fp32"[^}]*\} 1\.0', text)
+    from model.cpu import int8_isa
+
+    assert re.search(rf'sentiment_build_info\{{[^}}]*isa="{int8_isa()}"[^}}]*\}} 1\.0', text)
 
 
 # --- the app around other predictors (no server needed) ------------------------------------------

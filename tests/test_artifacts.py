@@ -1,4 +1,4 @@
-"""Finding the model: MODEL_DIR / MODEL_ID resolution, clear one-line errors, on-the-fly builds."""
+"""Finding the model: MODEL_DIR / MODEL_ID resolution, clear one-line errors, artifacts built from checkpoints."""
 
 from __future__ import annotations
 
@@ -96,26 +96,26 @@ def test_missing_id2label_is_rejected(checkpoint_copy):
     assert "id2label" in resolve_error(model_dir=checkpoint_copy, backend="torch")
 
 
-def test_plain_checkpoint_is_built_once_into_the_cache_and_reused(checkpoint, tmp_path, caplog):
+def test_plain_checkpoint_is_served_from_the_artifact_built_once_into_the_cache(checkpoint, tmp_path, caplog):
+    from model.builder.export import build_into_cache
+
     settings = Settings(model_dir=checkpoint, backend="onnx", precision="fp32", artifact_cache_dir=tmp_path)
-    with caplog.at_level(logging.INFO, logger="model.artifacts"):
-        first = resolve_model(settings)
-    assert first.artifact_dir == tmp_path / first.fingerprint
-    assert "building ONNX" in caplog.text
-    manifest_time = (first.artifact_dir / MANIFEST_NAME).stat().st_mtime_ns
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="model.artifacts"):
-        second = resolve_model(settings)
-    assert second.artifact_dir == first.artifact_dir and "building" not in caplog.text
-    assert (second.artifact_dir / MANIFEST_NAME).stat().st_mtime_ns == manifest_time
-    assert second.labels == ("joy", "anger", "neutral") and second.checkpoint_dir == checkpoint
-    # Both precisions are built, so switching PRECISION reuses the same artifact.
-    assert set(second.manifest["precisions"]) == {"fp32", "int8"}
+    assert "python -m model build --model-dir" in resolve_error(**settings.model_dump())
+    target, manifest = build_into_cache(checkpoint, tmp_path, precisions=("fp32", "int8"))
+    manifest_time = (target / MANIFEST_NAME).stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="model.builder"):
+        again, _ = build_into_cache(checkpoint, tmp_path, precisions=("fp32", "int8"))
+    assert again == target and "built earlier" in caplog.text
+    assert (target / MANIFEST_NAME).stat().st_mtime_ns == manifest_time
+    resolved = resolve_model(settings)
+    assert resolved.artifact_dir == tmp_path / resolved.fingerprint == target
+    assert resolved.labels == ("joy", "anger", "neutral") and resolved.checkpoint_dir == checkpoint
+    assert resolved.recommended_precision == manifest["recommended_precision"]
 
 
 def test_corrupt_or_missing_artifact_files_are_detected(checkpoint, tmp_path):
+    from model.builder.export import build_artifact
     from model.engines import load_engine
-    from model.export import build_artifact
 
     build_artifact(checkpoint, tmp_path, ("fp32",))
     with pytest.raises(ConfigurationError, match="has no int8 model"):
@@ -130,7 +130,10 @@ def test_corrupt_or_missing_artifact_files_are_detected(checkpoint, tmp_path):
 
 
 def test_torch_backend_needs_a_checkpoint_not_an_artifact(checkpoint, tmp_path):
-    artifact = resolve_model(Settings(model_dir=checkpoint, precision="fp32", artifact_cache_dir=tmp_path)).artifact_dir
+    from model.builder.export import build_artifact
+
+    artifact = tmp_path / "artifact"
+    build_artifact(checkpoint, artifact, ("fp32",))
     assert "BACKEND=torch needs a Hugging Face checkpoint" in resolve_error(model_dir=artifact, backend="torch")
 
 
@@ -154,11 +157,11 @@ def test_plain_checkpoint_without_torch_asks_for_a_built_artifact(checkpoint, tm
 def test_build_fails_when_the_onnx_graph_disagrees_with_torch(checkpoint, tmp_path):
     import numpy as np
 
-    from model.engines import load_tokenizer
-    from model.export import VERIFY_TEXTS, BuildError, build_artifact, verify
+    from model.builder.export import VERIFY_TEXTS, BuildError, build_artifact, verify
+    from model.engines import TextEncoder
 
     manifest = build_artifact(checkpoint, tmp_path, ("fp32",))
-    tokenizer = load_tokenizer(tmp_path / "tokenizer.json", 512, "[PAD]")
+    tokenizer = TextEncoder(tmp_path / "tokenizer.json", 512, "[PAD]")
     agreeing = verify(tmp_path / "model.fp32.onnx", tokenizer, _torch_reference(checkpoint, VERIFY_TEXTS), 1e-3)
     assert agreeing == pytest.approx(manifest["precisions"]["fp32"]["max_abs_diff_vs_torch"], abs=1e-6)
     shifted = np.roll(_torch_reference(checkpoint, VERIFY_TEXTS), 1, axis=1)
@@ -167,6 +170,6 @@ def test_build_fails_when_the_onnx_graph_disagrees_with_torch(checkpoint, tmp_pa
 
 
 def _torch_reference(checkpoint: Path, texts: list[str]):
-    from model.engines import load_engine
+    from model.engines import load_engine, predict_texts
 
-    return load_engine(Settings(model_dir=checkpoint, backend="torch")).predict_proba(texts)
+    return predict_texts(load_engine(Settings(model_dir=checkpoint, backend="torch")), texts)

@@ -91,7 +91,7 @@ def test_batches_respect_the_padded_token_limit(engine):
     blocker.result(timeout=10)
     np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
     for batch in engine.batches[1:]:
-        lengths = engine.tokenize_lengths(batch)
+        lengths = [len(e) for e in engine.tokenize(batch)]
         assert len(batch) * max(lengths) <= 64 or len(batch) == 1
         assert lengths == sorted(lengths)  # sorted by length inside the batch
     assert sorted(t for batch in engine.batches[1:] for t in batch) == sorted(texts)
@@ -122,7 +122,7 @@ def test_padding_stays_within_its_share_of_the_real_tokens(engine):
     blocker.result(timeout=10)
     np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
     for batch in engine.batches[1:]:
-        lengths = engine.tokenize_lengths(batch)
+        lengths = [len(e) for e in engine.tokenize(batch)]
         assert len(batch) * max(lengths) <= 1.25 * sum(lengths)
     assert sorted(len(batch) for batch in engine.batches[1:]) == [4, 4]
 
@@ -185,6 +185,19 @@ def test_without_batching_each_request_runs_alone_in_chunks(engine):
     batcher.stop()
 
 
+def test_each_text_is_tokenized_once_and_its_encoding_reaches_the_engine(engine):
+    batcher = Batcher(engine, max_batch_texts=2)
+    blocker = occupy_engine(batcher, engine)
+    texts = ["one two", "three four five", "six", "seven eight"]
+    future = batcher.submit(texts)
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(future.result(timeout=10), engine.expected(texts))
+    assert engine.tokenized == ["blocker", *texts]  # batching did not tokenize again
+    assert sorted(t for batch in engine.batches[1:] for t in batch) == sorted(texts)
+    batcher.stop()
+
+
 def test_batch_metrics_are_recorded(engine):
     def sample(name):
         return REGISTRY.get_sample_value(name) or 0.0
@@ -213,4 +226,21 @@ def test_texts_that_waited_too_long_are_refused_not_computed(engine):
         stale.result(timeout=10)
     assert not any("waited too long" in batch or "its sibling" in batch for batch in engine.batches)
     np.testing.assert_array_equal(batcher.submit(["fresh"]).result(timeout=10), engine.expected(["fresh"]))
+    batcher.stop()
+
+
+def test_the_wait_limit_counts_waiting_not_the_requests_own_batches(engine):
+    """A request larger than one batch is computed to the end, however long its own batches take;
+    one queued behind it is still shed when it waited too long."""
+    batcher = Batcher(engine, max_batch_texts=2, max_wait_seconds=0.2)
+    engine.hold()
+    texts = [f"large request text {n}" for n in range(6)]
+    large = batcher.submit(texts)  # idle engine: its first batch starts at once, then is held
+    wait_for(engine.running)
+    behind = batcher.submit(["queued behind the large request"])
+    time.sleep(0.4)  # the large request's own first batch outlasts the wait limit
+    engine.release()
+    np.testing.assert_array_equal(large.result(timeout=10), engine.expected(texts))
+    with pytest.raises(Overloaded, match="queued for more than"):
+        behind.result(timeout=10)
     batcher.stop()

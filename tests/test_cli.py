@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from model.engines import load_engine
+from model.builder.checkpoints import build_random_checkpoint
+from model.engines import load_engine, predict_texts
 from model.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def checkpoint(tiny_checkpoint) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(tiny_artifact) -> Path:
-    """Built by conftest with `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8`."""
+    """Built by conftest as `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8` builds it."""
     return tiny_artifact
 
 
@@ -52,13 +53,16 @@ def test_build_writes_a_valid_artifact_and_manifest(checkpoint, artifact):
     assert manifest["max_length"] == 512
     assert manifest["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert set(manifest["tools"]) >= {"torch", "transformers", "onnxruntime", "onnx", "tokenizers"}
-    for precision, name in (("fp32", "model.fp32.onnx"), ("int8", "model.int8.onnx")):
-        entry = manifest["precisions"][precision]
-        assert entry["file"] == name and entry["sha256"] == sha256(artifact / name)
+    for precision, entry in manifest["precisions"].items():
+        assert entry["file"] == f"model.{precision}.onnx" and entry["sha256"] == sha256(artifact / entry["file"])
     assert manifest["precisions"]["fp32"]["max_abs_diff_vs_torch"] <= 1e-3
     assert sha256(artifact / "tokenizer.json") == sha256(checkpoint / "tokenizer.json")
-    for precision in ("fp32", "int8"):
-        probabilities = load_engine(Settings(model_dir=artifact, precision=precision)).predict_proba(["fine"])
+    decision = manifest["int8"]
+    assert decision["recipe"] == "dynamic-per-channel-7bit" and decision["measured_on"]["isa"]
+    assert ("int8" in manifest["precisions"]) == decision["shipped"] == (manifest["recommended_precision"] == "int8")
+    assert decision["gate"]["calibration"]["figures"]["alone"]["texts"] == 600
+    for precision in manifest["precisions"]:
+        probabilities = predict_texts(load_engine(Settings(model_dir=artifact, precision=precision)), ["fine"])
         assert probabilities.shape == (1, 2)
 
 
@@ -80,17 +84,23 @@ def test_evaluate_prints_accuracy_agreement_and_batch_drift(artifact, labelled_t
     result = cli("evaluate", "--model-dir", str(artifact), "--data", str(labelled_tsv), "--batch-size", "3")
     assert result.returncode == 0, result.stderr
     assert "4 texts" in result.stdout
-    assert "onnx-int8 vs onnx-fp32" in result.stdout
-    assert "alone: label agreement" in result.stdout and "mixed: label agreement" in result.stdout
+    assert "int8 kernels" in result.stdout.splitlines()[0]
+    assert "onnx-int8" in result.stdout or "onnx-fp32 vs onnx-fp32" in result.stdout  # the recommended precision
+    assert "int8 gate" in result.stdout and "confident flips" in result.stdout
 
 
-def test_bench_prints_a_row_per_precision_and_batch_size(artifact, labelled_tsv):
-    result = cli("bench", "--model-dir", str(artifact), "--batch-sizes", "1,4", "--seconds", "0.2", "--data", str(labelled_tsv))
+def test_bench_prints_a_row_per_variant_and_batch_size(artifact, labelled_tsv):
+    from model.cpu import int8_isa
+
+    result = cli("bench", "--model-dir", str(artifact), "--batch-sizes", "1,4", "--seconds", "0.2",
+                 "--variants", "fp32,int8-all", "--data", str(labelled_tsv))
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    lines = result.stdout.splitlines()
+    assert int8_isa() in lines[0]
+    rows = [line.split() for line in lines[2:] if line.startswith("onnx")]
     assert [(row[0], row[1], row[3]) for row in rows] == [
-        ("onnx", "fp32", "1"), ("onnx", "fp32", "4"), ("onnx", "int8", "1"), ("onnx", "int8", "4")]
-    assert all(float(row[4]) > 0 for row in rows)
+        ("onnx", "fp32", "1"), ("onnx", "fp32", "4"), ("onnx", "int8-all", "1"), ("onnx", "int8-all", "4")]
+    assert all(float(row[4]) > 0 and row[-1] == int8_isa().split()[-1] for row in rows)
 
 
 def test_random_checkpoint_command_uses_the_given_labels(tmp_path):
@@ -129,3 +139,32 @@ def test_build_converts_a_slow_only_tokenizer(checkpoint, tmp_path):
     for text in ("A charming, often affecting journey!", "unflinchingly bleak and desperate", "Worst. Film. Ever."):
         assert converted.encode(text).ids == original.encode(text).ids
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json", "model.fp32.onnx", "tokenizer.json"]
+
+
+# --- the build's int8 fallback on a quantization-hostile checkpoint ----------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hostile_roles", [("layer.0/ffn.in", "layer.1/value"), ("layer.0/query", "layer.0/key",
+                         "layer.0/value", "layer.0/ffn.in", "layer.1/query", "layer.1/key", "layer.1/value")])
+def test_build_falls_back_when_int8_fails_the_gate(tmp_path, hostile_roles):
+    """Two hostile MatMuls are kept in fp32; seven of the twelve (over half) leave int8 out."""
+    checkpoint = build_random_checkpoint(tmp_path / "hostile", shape="tiny", hostile_roles=hostile_roles)
+    result = cli("build", "--model-dir", str(checkpoint), "--out", str(tmp_path / "art"), "--precision", "int8",
+                 timeout=600)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    decision = manifest["int8"]
+    assert decision["attempts"][0]["kept_fp32"] == 0 and "FAIL" in decision["attempts"][0]["calibration"]
+    assert "Quantization parameters for tensor" not in result.stderr
+    if len(hostile_roles) == 2:
+        assert decision["shipped"] and manifest["recommended_precision"] == "int8"
+        assert {"layer.0/ffn.in", "layer.1/attention.value"} <= set(decision["kept_fp32_roles"])
+        assert list(manifest["precisions"]) == ["int8"]
+        assert "int8 shipped" in result.stdout and "layer.1/attention.value" in result.stdout
+    else:
+        assert not decision["shipped"] and manifest["recommended_precision"] == "fp32"
+        assert list(manifest["precisions"]) == ["fp32"] and not (tmp_path / "art" / "model.int8.onnx").exists()
+        assert "int8 NOT shipped" in result.stdout and "fp32 only" in decision["reason"]
+    served = load_engine(Settings(model_dir=tmp_path / "art"))
+    assert served.description == f"onnx-{manifest['recommended_precision']}"

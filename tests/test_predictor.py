@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from model.batcher import Batcher, Overloaded
 from model.cache import PredictionCache
+from model.engines import predict_texts
 from model.predictor import Predictor
 from model.settings import Settings
 from tests.fakes import FakeEngine
@@ -122,7 +123,7 @@ def test_from_settings_serves_the_real_tiny_model(tiny_artifact, redis_server):
     miss, hit = predictor.predict(texts), predictor.predict(texts)
     assert (miss.cache_status, hit.cache_status) == ("miss", "hit")
     assert hit.scores == miss.scores
-    direct = predictor.engine.predict_proba(texts)
+    direct = predict_texts(predictor.engine, texts)
     for ranked, row in zip(miss.scores, direct):
         assert dict(ranked) == pytest.approx(dict(zip(predictor.labels, row.tolist())), abs=1e-6)
     keys = redis_server.client().keys("predictor-real:*")

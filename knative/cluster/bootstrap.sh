@@ -13,6 +13,14 @@ readonly ISTIO_VERSION=1.29.2
 readonly KUBERNETES_VERSION=1.34
 readonly SERVING_RELEASE="https://github.com/knative/serving/releases/download/knative-v${KNATIVE_VERSION}"
 readonly NET_ISTIO_RELEASE="https://github.com/knative-extensions/net-istio/releases/download/knative-v${NET_ISTIO_VERSION}"
+# Nodes: 8 vCPU / 32 GiB, of which AKS leaves 7.82 CPU and ~31.3 GiB allocatable. A sentiment pod
+# requests 2.125 CPU with its sidecars (app 2, istio-proxy 0.1, queue-proxy 0.025): three per node
+# beside the DaemonSets. Both environments at max-scale (10 + 2 pods) take four nodes, the Istio and
+# Knative control planes a fifth; two stay up so the platform and a first pod never wait for a node.
+readonly NODE_VM_SIZE=Standard_D8s_v5
+readonly NODE_MAX_PODS=50
+readonly NODE_MIN_COUNT=2
+readonly NODE_MAX_COUNT=5
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly HERE
 
@@ -23,8 +31,9 @@ Usage: $(basename "$0") [--create-cluster --resource-group RG --cluster NAME --a
 
 Installs Istio ${ISTIO_VERSION} (istioctl, with Istio CNI), Knative Serving ${KNATIVE_VERSION} and
 net-istio ${NET_ISTIO_VERSION} on the current kubectl context, then patches config-network,
-config-features, config-observability (and config-domain), and waits until all is ready.
+config-observability (and config-domain), and waits until all is ready.
   --create-cluster    first create the resource group, the ACR and an AKS ${KUBERNETES_VERSION} cluster
+                      (${NODE_MIN_COUNT}..${NODE_MAX_COUNT} x ${NODE_VM_SIZE}, cluster autoscaler)
   --resource-group RG, --cluster NAME, --acr ACR, --location L (default westeurope)
   --domain SUFFIX     default domain of Knative routes (config-domain), e.g. apps.example.com
   --host HOST         claim HOST for the namespace of --env (ClusterDomainClaim for its DomainMapping)
@@ -60,9 +69,11 @@ create_aks() {
   require az "https://learn.microsoft.com/cli/azure/install-azure-cli"
   run az group create --name "$resource_group" --location "$location"
   run az acr create --resource-group "$resource_group" --name "$acr" --sku Standard
-  # 4-vCPU nodes: each sentiment pod requests 2 CPUs next to its sidecars and queue-proxy.
+  # One node pool, scaled by the cluster autoscaler between NODE_MIN_COUNT and NODE_MAX_COUNT
+  # (sizes above; tests/test_knative.py recomputes them from the rendered pods).
   run az aks create --resource-group "$resource_group" --name "$cluster" --location "$location" \
-    --kubernetes-version "$KUBERNETES_VERSION" --node-count 3 --node-vm-size Standard_D4s_v5 \
+    --kubernetes-version "$KUBERNETES_VERSION" --node-vm-size "$NODE_VM_SIZE" --max-pods "$NODE_MAX_PODS" \
+    --node-count "$NODE_MIN_COUNT" --enable-cluster-autoscaler --min-count "$NODE_MIN_COUNT" --max-count "$NODE_MAX_COUNT" \
     --enable-managed-identity --attach-acr "$acr" --generate-ssh-keys
   run az aks get-credentials --resource-group "$resource_group" --name "$cluster" --overwrite-existing
 }
@@ -74,7 +85,9 @@ install_istio() {
       die "istioctl must be version $ISTIO_VERSION (istioctl version --remote=false)"
   fi
   # Istio CNI replaces the privileged istio-init container (namespaces enforce PSS baseline).
-  run istioctl install -y --set profile=default --set components.cni.enabled=true
+  # externalTrafficPolicy Local: the gateway sees client addresses (per-client rate limiting).
+  run istioctl install -y --set profile=default --set components.cni.enabled=true \
+    --set values.gateways.istio-ingressgateway.externalTrafficPolicy=Local
   run kubectl wait --for=condition=Available --timeout=300s deployment --all --namespace istio-system
 }
 
@@ -88,11 +101,8 @@ install_knative() {
   run kubectl label namespace knative-serving istio-injection=enabled --overwrite
   run kubectl apply -f "$NET_ISTIO_RELEASE/net-istio.yaml"
   run kubectl apply -f "$HERE/knative-serving-peer-authentication.yaml"
-  local name
-  for name in network features; do
-    run kubectl patch configmap "config-$name" --namespace knative-serving --type merge \
-      --patch-file "$HERE/config-$name.patch.yaml"
-  done
+  run kubectl patch configmap config-network --namespace knative-serving --type merge \
+    --patch-file "$HERE/config-network.patch.yaml"
   # Knative's own metrics (off by default since Serving 1.19); observability/ owns the keys.
   run kubectl patch configmap config-observability --namespace knative-serving --type merge \
     --patch-file "$KNATIVE_DIR/../observability/k8s/config-observability-patch.yaml"

@@ -9,8 +9,12 @@ import { DomainMapping } from "@kubernetes-models/knative/serving.knative.dev/v1
 import { ClusterDomainClaim } from "@kubernetes-models/knative/networking.internal.knative.dev/v1alpha1/ClusterDomainClaim";
 import { PeerAuthentication } from "@kubernetes-models/istio/security.istio.io/v1/PeerAuthentication";
 import { AuthorizationPolicy } from "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy";
+import { RequestAuthentication } from "@kubernetes-models/istio/security.istio.io/v1/RequestAuthentication";
+import { EnvoyFilter } from "@kubernetes-models/istio/networking.istio.io/v1alpha3/EnvoyFilter";
 
-const MODELS = [Service, DomainMapping, ClusterDomainClaim, PeerAuthentication, AuthorizationPolicy];
+const MODELS = [
+  Service, DomainMapping, ClusterDomainClaim, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, EnvoyFilter,
+];
 
 function check(doc) {
   const model = MODELS.find((m) => m.apiVersion === doc.apiVersion && m.kind === doc.kind);

@@ -11,6 +11,12 @@ Shapes:
                      distilbert-base-uncased (dim 768, 6 layers, 12 heads, vocab 30522),
                      for benchmarks that need the product model's compute cost.
 
+A tiny checkpoint can also be made quantization-hostile (`hostile_roles`): chosen MatMuls get
+a few weight rows 1000x larger than the rest, on hidden dimensions that the LayerNorms feeding
+them hold at exactly 0. fp32 answers do not change (0 x 1000 = 0), but per-channel int8 scales
+are dominated by the outliers and every other weight of those MatMuls rounds to 0: the int8
+gate must fail, and the build must fall back.
+
 Needs torch and transformers (the `build` extra).
 """
 
@@ -131,8 +137,12 @@ def build_random_checkpoint(
     labels: tuple[str, ...] = ("NEGATIVE", "POSITIVE"),
     shape: str = "tiny",
     seed: int = 0,
+    hostile_roles: tuple[str, ...] = (),
 ) -> Path:
-    """Write a random-weight sequence-classification checkpoint to `out_dir`; return its path."""
+    """Write a random-weight sequence-classification checkpoint to `out_dir`; return its path.
+
+    hostile_roles (tiny shape): "layer.<i>/<query|key|value|ffn.in>" MatMuls made quantization-hostile.
+    """
     import torch
     from transformers import PreTrainedTokenizerFast
 
@@ -145,6 +155,8 @@ def build_random_checkpoint(
     vocab = synthetic_vocab(30522 if shape == "distilbert-base" else None)
     torch.manual_seed(seed)
     model = _model_for_shape(shape, len(vocab), tuple(labels)).eval()
+    if hostile_roles:
+        _make_hostile(model, hostile_roles)
     model.save_pretrained(out)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(vocab),
@@ -153,6 +165,30 @@ def build_random_checkpoint(
     )
     fast.save_pretrained(out)
     return out
+
+
+HOSTILE_DIMS = [0, 1]  # hidden dimensions held at 0 by every LayerNorm
+HOSTILE_WEIGHT = 1000.0
+HOSTILE_PARTS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+                 "ffn.in": "intermediate.dense"}
+
+
+def _make_hostile(model, roles: tuple[str, ...]) -> None:
+    """Outlier weight rows that fp32 never sees (their inputs are 0) but int8 scales do."""
+    import torch
+
+    bert = model.bert
+    norms = [bert.embeddings.LayerNorm] + [norm for layer in bert.encoder.layer
+                                            for norm in (layer.attention.output.LayerNorm, layer.output.LayerNorm)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight[HOSTILE_DIMS] = 0.0
+            norm.bias[HOSTILE_DIMS] = 0.0
+        for role in roles:
+            layer, _, part = role.removeprefix("layer.").partition("/")
+            linear = bert.encoder.layer[int(layer)].get_submodule(HOSTILE_PARTS[part.removeprefix("attention.")])
+            signs = torch.where(torch.rand(linear.weight.shape[0], len(HOSTILE_DIMS)) < 0.5, -1.0, 1.0)
+            linear.weight[:, HOSTILE_DIMS] = HOSTILE_WEIGHT * signs
 
 
 def build_tiny_checkpoint(out_dir: str | Path, labels: tuple[str, ...] = ("NEGATIVE", "POSITIVE"), seed: int = 0) -> Path:

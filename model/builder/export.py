@@ -1,20 +1,21 @@
 """Build an ONNX artifact from a Hugging Face checkpoint: export, verify, quantize, manifest.
 
-Needs the `build` extra (torch, transformers, onnx); the serving image never imports this.
+Needs the `build` extra (torch, transformers, onnx); serving code never imports this.
 
 - fp32: torch.onnx.export with the TorchScript exporter (dynamo=False): in torch 2.13 it
   exports BERT/DistilBERT classifiers correctly, writes a single self-contained file and is
   3-25x faster than the dynamo exporter (which also works). Tracing can freeze Python
   branches, so the export is checked against PyTorch on real sentences, alone and in a
   padded batch, and the build fails if any probability differs by more than 1e-3.
-- int8: onnxruntime.quantization; see INT8_RECIPE and docs/engine.md for the choice.
+- int8: 7-bit weights, the MatMuls kept in fp32 chosen per model by the int8 gate
+  (model/builder/recipe.py); int8 is shipped only if it passes, and the manifest says why.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-import re
 import shutil
 import tempfile
 import warnings
@@ -23,15 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifacts import MANIFEST_NAME, ONNX_NAMES, TOKENIZER_NAME, inspect_checkpoint, sha256_of
-from model.engines import accepted_inputs, encode, load_tokenizer, softmax
+from model.artifacts import (
+    MANIFEST_NAME,
+    ONNX_NAMES,
+    TOKENIZER_NAME,
+    ResolvedModel,
+    cached_artifact_dir,
+    checkpoint_fingerprint,
+    inspect_checkpoint,
+    sha256_of,
+)
+from model.builder.gate import CALIBRATION_SET, VERDICT_SET, read_text_set
+from model.builder.phases import phase
+from model.builder.recipe import RecipeSearch
+from model.engines import TextEncoder, accepted_inputs, softmax
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 FP32_TOLERANCE = 1e-3
-INT8_RECIPES = ("dynamic-default", "dynamic-per-channel", "dynamic-per-channel-late-ffn")
-INT8_RECIPE = "dynamic-per-channel-late-ffn"
 
 # Sentences of different lengths and styles, run alone and as one padded batch.
 VERIFY_TEXTS = [
@@ -56,9 +67,14 @@ def build_artifact(
     precisions: tuple[str, ...] = ("fp32", "int8"),
     model_id: str | None = None,
     revision: str | None = None,
-    int8_recipe: str = INT8_RECIPE,
+    calibration_data: Path = CALIBRATION_SET,
+    verdict_data: Path = VERDICT_SET,
 ) -> dict:
-    """Write out_dir/{model.<precision>.onnx, tokenizer.json, manifest.json}; return the manifest."""
+    """Write out_dir/{model.<precision>.onnx, tokenizer.json, manifest.json}; return the manifest.
+
+    int8 is written only when it passes the int8 gate; otherwise the artifact holds fp32 (even
+    when only int8 was asked for) and the manifest's "int8" entry says why.
+    """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as transformers_logging
 
@@ -73,7 +89,31 @@ def build_artifact(
         checkpoint = with_fast_tokenizer(Path(checkpoint_dir), Path(staging))
         source = inspect_checkpoint(checkpoint, model_id=model_id or Path(checkpoint_dir).resolve().name, revision=revision)
         network = AutoModelForSequenceClassification.from_pretrained(checkpoint_dir).eval()
-        return _export_and_quantize(network, source, out, precisions, int8_recipe)
+        texts = {"calibration": read_text_set(calibration_data), "verdict": read_text_set(verdict_data)}
+        return _export_and_quantize(network, source, out, precisions, texts)
+
+
+def build_into_cache(checkpoint_dir: Path, cache_dir: Path, **options) -> tuple[Path, dict]:
+    """Build a plain checkpoint into cache_dir/<fingerprint>/ once; later calls find it there.
+
+    A file lock makes concurrent starts build once: the others wait, then find the finished
+    artifact. The build goes to a staging directory renamed into place when complete.
+    """
+    target = cached_artifact_dir(checkpoint_fingerprint(Path(checkpoint_dir)), cache_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / MANIFEST_NAME).is_file():
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                build_artifact(checkpoint_dir, staging, **options)
+                shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        else:
+            log.info("%s was built earlier into %s", checkpoint_dir, target)
+    return target, json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
 
 
 def with_fast_tokenizer(checkpoint_dir: Path, staging: Path) -> Path:
@@ -100,20 +140,24 @@ def with_fast_tokenizer(checkpoint_dir: Path, staging: Path) -> Path:
     return staging
 
 
-def _export_and_quantize(network, source, out: Path, precisions: tuple[str, ...], int8_recipe: str) -> dict:
-    tokenizer = load_tokenizer(source.tokenizer_path, source.max_length, source.pad_token)
+def _export_and_quantize(network, source: ResolvedModel, out: Path, precisions: tuple[str, ...], texts: dict) -> dict:
+    encoder = TextEncoder(source.tokenizer_path, source.max_length, source.pad_token)
     input_names = accepted_inputs(network)
-
-    fp32_path = out / ONNX_NAMES["fp32"]
-    export_fp32(network, tokenizer, input_names, fp32_path)
-    reference = torch_probabilities(network, tokenizer, input_names, VERIFY_TEXTS)
-    checks = {"fp32": verify(fp32_path, tokenizer, reference, FP32_TOLERANCE)}
+    paths = {precision: out / name for precision, name in ONNX_NAMES.items()}
+    with phase("export fp32 (torch -> ONNX), checked against torch") as line:
+        export_fp32(network, encoder, input_names, paths["fp32"])
+        reference = torch_probabilities(network, encoder, input_names, VERIFY_TEXTS)
+        checks = {"fp32": verify(paths["fp32"], encoder, reference, FP32_TOLERANCE)}
+        line["detail"] = f"max |Δp| {checks['fp32']:.1e}"
+    decision = None
     if "int8" in precisions:
-        int8_path = out / ONNX_NAMES["int8"]
-        quantize_int8(fp32_path, int8_path, int8_recipe)
-        checks["int8"] = verify(int8_path, tokenizer, reference, tolerance=None)
-    if "fp32" not in precisions:
-        fp32_path.unlink()
+        decision = RecipeSearch(source, paths["fp32"], paths["int8"], texts["calibration"], texts["verdict"]).run()
+        if decision.shipped:
+            checks["int8"] = verify(paths["int8"], encoder, reference, tolerance=None)
+    # What was asked for and built; fp32 in place of an int8 that failed the gate.
+    shipped = [p for p in ONNX_NAMES if p in checks and (p in precisions or (p == "fp32" and "int8" not in checks))]
+    for precision in set(checks) - set(shipped):
+        paths[precision].unlink()
     shutil.copyfile(source.tokenizer_path, out / TOKENIZER_NAME)
     manifest = {
         "model_id": source.model_id,
@@ -123,28 +167,26 @@ def _export_and_quantize(network, source, out: Path, precisions: tuple[str, ...]
         "max_length": source.max_length,
         "pad_token": source.pad_token,
         "inputs": input_names,
+        "recommended_precision": "int8" if "int8" in shipped else "fp32",
         "precisions": {
-            precision: {
-                "file": ONNX_NAMES[precision],
-                "sha256": sha256_of([out / ONNX_NAMES[precision]]),
-                "max_abs_diff_vs_torch": checks[precision],
-                **({"recipe": int8_recipe} if precision == "int8" else {}),
-            }
-            for precision in precisions
+            precision: {"file": paths[precision].name, "sha256": sha256_of([paths[precision]]),
+                        "max_abs_diff_vs_torch": checks[precision]}
+            for precision in shipped
         },
+        "int8": decision.manifest_entry(texts["calibration"], texts["verdict"]) if decision else None,
         "tools": tool_versions(),
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    log.info("built %s (%s) into %s", source.model_id, ",".join(precisions), out)
+    log.info("built %s (%s) into %s", source.model_id, ",".join(shipped), out)
     return manifest
 
 
-def export_fp32(network, tokenizer, input_names: list[str], path: Path) -> None:
+def export_fp32(network, encoder: TextEncoder, input_names: list[str], path: Path) -> None:
     """torch.onnx.export with dynamic batch and sequence axes; output `logits`."""
     import torch
 
     # Trace with a padded batch of two, so the attention-mask path is the one recorded.
-    sample = encode(tokenizer, VERIFY_TEXTS[:2])
+    sample = encoder.encode(VERIFY_TEXTS[:2])
     args = tuple(torch.from_numpy(sample[name]) for name in input_names)
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {"logits": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
@@ -160,16 +202,16 @@ def export_fp32(network, tokenizer, input_names: list[str], path: Path) -> None:
         )
 
 
-def torch_probabilities(network, tokenizer, input_names: list[str], texts: list[str]) -> np.ndarray:
+def torch_probabilities(network, encoder: TextEncoder, input_names: list[str], texts: list[str]) -> np.ndarray:
     import torch
 
-    inputs = encode(tokenizer, texts)
+    inputs = encoder.encode(texts)
     with torch.inference_mode():
         logits = network(**{name: torch.from_numpy(inputs[name]) for name in input_names}).logits
     return softmax(logits.float().numpy())
 
 
-def verify(path: Path, tokenizer, reference: np.ndarray, tolerance: float | None) -> float:
+def verify(path: Path, encoder: TextEncoder, reference: np.ndarray, tolerance: float | None) -> float:
     """Largest |Δp| against PyTorch, texts alone and batched; above `tolerance` fails the build."""
     import onnxruntime
 
@@ -177,7 +219,7 @@ def verify(path: Path, tokenizer, reference: np.ndarray, tolerance: float | None
     names = [i.name for i in session.get_inputs()]
 
     def run(texts: list[str]) -> np.ndarray:
-        inputs = encode(tokenizer, texts)
+        inputs = encoder.encode(texts)
         return softmax(session.run(["logits"], {name: inputs[name] for name in names})[0])
 
     batched = run(VERIFY_TEXTS)
@@ -186,66 +228,6 @@ def verify(path: Path, tokenizer, reference: np.ndarray, tolerance: float | None
     if tolerance is not None and worst > tolerance:
         raise BuildError(f"{path.name} differs from PyTorch by {worst:.2e} in probability (limit {tolerance:.0e})")
     return worst
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, recipe: str) -> None:
-    """Dynamic int8 quantization with onnxruntime.quantization (signed int8 weights).
-
-    Recipes (measured in docs/engine.md):
-    "dynamic-default": ONNX Runtime's defaults (per-tensor weight scales, every supported op).
-    "dynamic-per-channel": per-channel weight scales on the weight MatMuls only; attention
-        score MatMuls (activation x activation), embeddings, pooler and classifier stay fp32.
-    "dynamic-per-channel-late-ffn": as above, and the feed-forward MatMuls of the first half
-        of the layers stay fp32 too (they are the most sensitive to quantization).
-    """
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
-
-    if recipe not in INT8_RECIPES:
-        raise BuildError(f"unknown int8 recipe {recipe!r}; choose from {INT8_RECIPES}")
-    # The quantizer's recommended pre-processing: ONNX shape inference and graph clean-up.
-    # (Symbolic shape inference gives up on the dynamic sequence axis; it is not needed here.)
-    prepared = int8_path.with_suffix(".prepared.onnx")
-    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    try:
-        if recipe == "dynamic-default":
-            quantize_dynamic(prepared, int8_path, weight_type=QuantType.QInt8)
-        else:
-            keep_fp32 = fp32_matmuls(prepared, keep_early_ffn=recipe == "dynamic-per-channel-late-ffn")
-            quantize_dynamic(
-                prepared, int8_path, weight_type=QuantType.QInt8, per_channel=True,
-                op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_fp32,
-            )
-    finally:
-        prepared.unlink(missing_ok=True)
-
-
-def fp32_matmuls(path: Path, keep_early_ffn: bool) -> list[str]:
-    """MatMul nodes to leave in fp32.
-
-    Always: MatMuls whose second input is computed rather than a weight (attention scores and
-    mixing). With keep_early_ffn: the feed-forward MatMuls (non-square weights, hidden <->
-    intermediate) of the encoder layers in the first half of the stack.
-    """
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {initializer.name: tuple(initializer.dims) for initializer in graph.initializer}
-    matmuls = [node for node in graph.node if node.op_type == "MatMul"]
-    keep = [node.name for node in matmuls if node.input[1] not in weights]
-    layers = [index for node in matmuls if (index := layer_index(node.name)) is not None]
-    if keep_early_ffn and layers:
-        half = (max(layers) + 1) / 2
-        for node in matmuls:
-            shape, index = weights.get(node.input[1]), layer_index(node.name)
-            if shape and len(shape) == 2 and shape[0] != shape[1] and index is not None and index < half:
-                keep.append(node.name)
-    return keep
-
-
-def layer_index(node_name: str) -> int | None:
-    """Encoder layer of a node from the exporter's module path (".../layer.3/...")."""
-    match = re.search(r"layer\.(\d+)/", node_name)
-    return int(match.group(1)) if match else None
 
 
 def tool_versions() -> dict[str, str]:
