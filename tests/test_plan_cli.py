@@ -64,6 +64,16 @@ def test_settings_are_read_from_the_service_with_knative_defaults():
     assert s.target_value == pytest.approx(9)
 
 
+def test_the_answer_deadline_is_the_smaller_of_the_two_timeouts():
+    """A one-shot JSON answer's first byte is its whole answer: responseStartTimeoutSeconds,
+    when smaller than timeoutSeconds, is the deadline after which the request is a 504."""
+    def deadline(spec: dict) -> float:
+        return annotations.from_service({"spec": {"template": {"spec": spec}}}).timeout_seconds
+    assert deadline({"timeoutSeconds": 60, "responseStartTimeoutSeconds": 30}) == 30
+    assert deadline({"timeoutSeconds": 20, "responseStartTimeoutSeconds": 30}) == 20
+    assert deadline({"timeoutSeconds": 60}) == 60
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev"}, "KPA on concurrency"),
     ({"autoscaling.knative.dev/metric": "rps"}, "KPA on concurrency"),
@@ -92,10 +102,11 @@ def test_every_overlay_renders_to_settings_the_model_accepts(overlay):
 @needs_kubectl
 def test_patch_renders_in_the_overlay_and_reads_back_as_written(tmp_path):
     knative = copy_overlays(tmp_path)
-    proposed = Autoscaling(container_concurrency=16, target=6, target_utilization=0.9, min_scale=1, max_scale=12,
-                           initial_scale=1, activation_scale=2, scale_down_delay=120, window=30,
-                           panic_window_percentage=20, panic_threshold_percentage=300,
-                           scale_to_zero_pod_retention=60, target_burst_capacity=32, timeout_seconds=30)
+    current, _ = annotations.from_overlay(knative / "overlays" / "prod")
+    proposed = current.replace(container_concurrency=16, target=6, target_utilization=0.9, min_scale=1, max_scale=12,
+                               initial_scale=1, activation_scale=2, scale_down_delay=120, window=30,
+                               panic_window_percentage=20, panic_threshold_percentage=300,
+                               scale_to_zero_pod_retention=60, target_burst_capacity=32)
     patch = tmp_path / "autoscaling.patch.yaml"
     patch.write_text(annotations.kustomize_patch("sentiment", proposed, ["a header"], {"target": "was 10; ..."}))
     assert "# a header" in patch.read_text() and '# was 10; ...' in patch.read_text()
@@ -153,7 +164,8 @@ def test_profile_measures_a_real_pod_and_validates_the_model(tiny_artifact, tmp_
     out = tmp_path / "profile.json"
     result = subprocess.run(
         [sys.executable, "-m", "knative.plan", "profile", "--model-dir", str(tiny_artifact), "--out", str(out),
-         "--shapes", "1", "--seconds", "2", "--starts", "1", "--validate", "--step-seconds", "3"],
+         "--shapes", "1", "--seconds", "2", "--max-in-flight", "4", "--starts", "1", "--validate",
+         "--step-seconds", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stderr
     profile = json.loads(out.read_text())

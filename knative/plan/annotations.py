@@ -30,7 +30,7 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Autoscaling:
-    """Revision annotations, containerConcurrency and timeoutSeconds, plus the cluster-wide
+    """Revision annotations, containerConcurrency and the answer deadline, plus the cluster-wide
     config-autoscaler keys the revision cannot set (Knative's defaults)."""
 
     container_concurrency: int = 0
@@ -46,7 +46,7 @@ class Autoscaling:
     panic_threshold_percentage: float = 200.0
     scale_to_zero_pod_retention: float = 0.0
     target_burst_capacity: float = 211.0
-    timeout_seconds: float = 300.0
+    timeout_seconds: float = 300.0  # timeoutSeconds, or responseStartTimeoutSeconds when smaller
     # config-autoscaler only:
     max_scale_up_rate: float = 1000.0
     max_scale_down_rate: float = 2.0
@@ -170,7 +170,12 @@ def from_service(service: dict) -> Autoscaling:
     if values.get("initial_scale") == 0:
         values.pop("initial_scale")  # allow-zero-initial-scale is false by default: Knative uses 1
     values["container_concurrency"] = int(spec.get("containerConcurrency", 0))
-    values["timeout_seconds"] = float(spec.get("timeoutSeconds", 300))
+    # The deadline of an answer: this service answers in one JSON body, so its first byte is the
+    # whole answer and responseStartTimeoutSeconds, when smaller, is the deadline that applies.
+    timeouts = [float(spec.get("timeoutSeconds", 300))]
+    if "responseStartTimeoutSeconds" in spec:
+        timeouts.append(float(spec["responseStartTimeoutSeconds"]))
+    values["timeout_seconds"] = min(timeouts)
     return Autoscaling(**values).validate()
 
 

@@ -49,6 +49,8 @@ def _add_profile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="profile JSON to write")
     parser.add_argument("--shapes", default="1,16", help="texts per request, comma-separated (default 1,16)")
     parser.add_argument("--seconds", type=int, default=10, help="k6 run length per in-flight count")
+    parser.add_argument("--max-in-flight", type=int,
+                        help="stop the closed-loop points at this many requests in flight (default: the pod's request threads)")
     parser.add_argument("--starts", type=int, default=5, help="process starts timed to /ready")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="service setting for the measured pod (e.g. PRECISION=fp32); repeatable")
@@ -71,7 +73,7 @@ def _run_profile(args: argparse.Namespace) -> int:
             print("building an artifact of DistilBERT-base's shape (random weights) ...")
             _, model_dir = bench.prepare(None, workdir)
         measured = profile.measure(model_dir, shapes, args.seconds, args.starts, overrides, workdir,
-                                   profile.command_line())
+                                   profile.command_line(), args.max_in_flight)
         profile.save(measured, args.out)
         print(f"wrote {args.out}")
         _print_pod_model(measured, shapes)

@@ -76,15 +76,18 @@ def cpu_summary(model: str, vcpus: int, isa: list[str]) -> str:
 def service_description(model_dir: Path, overrides: dict[str, str]) -> dict:
     """The serving configuration the measured process runs with, and the model it serves."""
     from model.artifacts import inspect_model_dir
-    from model.settings import Settings
+    from model.settings import AUTO_PRECISION, Settings
 
     settings = Settings(**{name.lower(): value for name, value in overrides.items()})
     resolved = inspect_model_dir(model_dir)
+    precision = settings.precision
+    if precision == AUTO_PRECISION:  # as the engine resolves it (model/engines.py, load_engine)
+        precision = resolved.recommended_precision if settings.backend == "onnx" else "fp32"
     return {
         "model_id": resolved.model_id,
         "fingerprint": resolved.fingerprint_sha256,
         "backend": settings.backend,
-        "precision": settings.precision,
+        "precision": precision,
         "workers": settings.web_concurrency,
         "threads": settings.gunicorn_threads,
         "intra_op_threads": settings.intra_op_threads or max(1, (os.cpu_count() or 1) // settings.web_concurrency),
@@ -134,8 +137,9 @@ def measure_shape(bench, base_url: str, texts: int, seconds: int, max_in_flight:
 
 
 def measure(model_dir: Path, shapes: list[int], seconds: int, starts: int, overrides: dict[str, str],
-            workdir: Path, command: str, say=print) -> dict:
-    """Starts the service, measures every shape and the start-up, returns the profile."""
+            workdir: Path, command: str, max_in_flight: int | None = None, say=print) -> dict:
+    """Starts the service, measures every shape and the start-up, returns the profile. The
+    closed-loop points stop at saturation, at `max_in_flight`, or at the pod's request threads."""
     bench = load_benchmark()
     env = {"MODEL_DIR": str(model_dir), **overrides}
     service_info = service_description(model_dir, overrides)
@@ -152,7 +156,7 @@ def measure(model_dir: Path, shapes: list[int], seconds: int, starts: int, overr
     try:
         measured = {str(texts): {"texts_per_request": texts,
                                  "points": measure_shape(bench, service.base_url, texts, seconds,
-                                                         service_info["threads"], workdir, say)}
+                                                         max_in_flight or service_info["threads"], workdir, say)}
                     for texts in shapes}
     finally:
         service.stop()

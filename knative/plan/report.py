@@ -22,7 +22,7 @@ def figure_rows(results: dict[str, Result]) -> str:
         ("p99 latency", lambda r: _ms(r.percentile(99))),
         ("waited on a cold start", lambda r: f"{100 * r.cold_share:.2f}%"),
         ("503 (queue full)", lambda r: f"{r.rejected:,}"),
-        ("504 (over timeoutSeconds)", lambda r: f"{r.timed_out:,}"),
+        ("504 (past the deadline)", lambda r: f"{r.timed_out:,}"),
         ("errors", lambda r: f"{100 * r.error_share:.3f}%"),
         ("through the activator", lambda r: f"{100 * r.proxied_share:.1f}%"),
         ("most pods", lambda r: str(r.max_pods)),

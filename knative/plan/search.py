@@ -40,6 +40,13 @@ GRID = {
 }
 
 
+def _grid_order(value):
+    """Ascending, with target None (unset) first and target-burst-capacity -1 (unlimited) last."""
+    if value is None:
+        return -math.inf
+    return math.inf if value == -1 else value
+
+
 @dataclass(frozen=True)
 class Slo:
     p99_ms: float
@@ -94,13 +101,15 @@ class Search:
         return getattr(a, name) == getattr(self.current, name)
 
     def grid(self) -> dict[str, tuple]:
+        """The values tried per setting; the current value is always one of them."""
         peak_pods = math.ceil(self.traffic.peak_rate() / self.pod.capacity_rps)
-        max_scales = sorted({0, self.current.max_scale,
-                             *(n for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 50, 64, 80, 100)
-                               if peak_pods <= n <= 4 * peak_pods + 4)})
+        max_scales = (0, *(n for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 50, 64, 80, 100)
+                           if peak_pods <= n <= 4 * peak_pods + 4))
         threads = self.max_threads
-        concurrencies = sorted({0, max(1, threads // 4), max(1, threads // 2), threads, self.current.container_concurrency})
-        return {"container_concurrency": tuple(concurrencies), **GRID, "max_scale": tuple(max_scales)}
+        concurrencies = (0, max(1, threads // 4), max(1, threads // 2), threads)
+        grid = {"container_concurrency": concurrencies, **GRID, "max_scale": max_scales}
+        return {name: tuple(sorted({*values, getattr(self.current, name)}, key=_grid_order))
+                for name, values in grid.items()}
 
     def valid(self, settings: Autoscaling) -> bool:
         s = settings

@@ -11,7 +11,7 @@ What moves, and where each piece comes from:
 - otherwise they go straight to the ready pods, round robin (the ingress gateway's balancing),
   and queue-proxy admits containerConcurrency in flight plus 10 x containerConcurrency queued,
   then answers 503 (pkg/queue/breaker.go, sharedmain.buildBreaker);
-- each pod serves as `pod.PodModel` says; a request that takes longer than timeoutSeconds counts
+- each pod serves as `pod.PodModel` says; a request that takes longer than the deadline counts
   as an error (504) but still used the pod;
 - every second the autoscaler records the average concurrency (pods' and activator's), every 2 s
   it decides (`kpa.Decider`) and the reconciler sets the replicas (`kpa.PodAutoscaler`); a new
@@ -97,7 +97,7 @@ class Result:
     cold: np.ndarray  # arrived while no pod was ready: waited on a cold start
     proxied: np.ndarray  # went through the activator
     rejected: int  # 503: queue-proxy or activator queue full
-    timed_out: int  # 504: longer than timeoutSeconds
+    timed_out: int  # 504: longer than the deadline (annotations.Autoscaling.timeout_seconds)
     pod_seconds: float
     timeline: dict  # per second: ready, starting, terminating, desired, panic, proxy, concurrency
     wall_seconds: float
