@@ -178,3 +178,11 @@ def test_profile_measures_a_real_pod_and_validates_the_model(tiny_artifact, tmp_
     assert len(profile["start_to_ready_seconds"]) == 1
     assert "pod model against k6" in result.stdout and "within 25%" in result.stdout
     assert "CPUs used during the open-loop run: pod" in result.stdout
+
+
+def test_validate_refuses_an_artifact_the_profile_did_not_measure(tiny_artifact, tmp_path, capsys):
+    """The open-loop check compares the model of one pod with that same pod: another model's
+    artifact is refused before any load is sent."""
+    profile = write_profile(tmp_path / "profile.json")
+    code = cli.main(["validate", "--profile", str(profile), "--model-dir", str(tiny_artifact)])
+    assert code == 2 and "validate against the artifact it measured" in capsys.readouterr().err

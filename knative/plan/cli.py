@@ -2,6 +2,7 @@
 
     profile    measure one pod on this machine (k6), write a profile JSON; --validate also runs
                one pod open loop at 30/60/90% of capacity and prints k6 beside the pod model
+    validate   that open-loop check alone, for a profile measured earlier on this machine
     simulate   run a traffic shape through a revision with the overlay's settings (or --set ...)
     recommend  search for the cheapest settings meeting an SLO; write a kustomize patch and a chart
 """
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m knative.plan", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     _add_profile(verbs.add_parser("profile", help="measure one pod on this machine"))
+    _add_validate(verbs.add_parser("validate", help="check a profile's pod model against the real service"))
     _add_simulate(verbs.add_parser("simulate", help="simulate a revision under a traffic shape"))
     _add_recommend(verbs.add_parser("recommend", help="cheapest settings that meet an SLO"))
     args = parser.parse_args(argv)
@@ -61,25 +63,64 @@ def _add_profile(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    from knative.plan import validate
-
     overrides = dict(item.split("=", 1) for item in args.env)
     shapes = [int(s) for s in args.shapes.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="plan-profile-") as tmp:
         workdir = Path(tmp)
-        model_dir = args.model_dir
         bench = profile.load_benchmark()
-        if model_dir is None:
-            print("building an artifact of DistilBERT-base's shape (random weights) ...")
-            _, model_dir = bench.prepare(None, workdir)
+        model_dir = args.model_dir or _build_artifact(bench, workdir)
         measured = profile.measure(model_dir, shapes, args.seconds, args.starts, overrides, workdir,
                                    profile.command_line(), args.max_in_flight)
         profile.save(measured, args.out)
         print(f"wrote {args.out}")
         _print_pod_model(measured, shapes)
         if args.validate:
-            steps, cpus = validate.check(bench, measured, model_dir, overrides, args.step_seconds, workdir)
-            print(validate.report(steps, cpus, measured["cpu"]["summary"]))
+            _print_validation(bench, measured, model_dir, overrides, args.step_seconds, workdir)
+    return 0
+
+
+def _build_artifact(bench, workdir: Path) -> Path:
+    print("building an artifact of DistilBERT-base's shape (random weights) ...")
+    return bench.prepare(None, workdir)[1]
+
+
+def _print_validation(bench, measured: dict, model_dir: Path, overrides: dict[str, str], step_seconds: int,
+                      workdir: Path) -> None:
+    from knative.plan import validate
+
+    steps, cpus = validate.check(bench, measured, model_dir, overrides, step_seconds, workdir)
+    print(validate.report(steps, cpus, measured["cpu"]["summary"]))
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+def _add_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help="profile JSON (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path,
+                        help="the artifact the profile measured (default: build one with DistilBERT-base's shape and random weights)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="service setting the profile was measured with; repeatable")
+    parser.add_argument("--step-seconds", type=int, default=30, help="length of each open-loop step")
+    parser.set_defaults(run=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    """One pod open loop at 30/60/90% of the profile's capacity, k6 beside the pod model. The
+    profile must describe this machine and this artifact: the fingerprints are compared."""
+    measured = profile.load(args.profile)
+    overrides = dict(item.split("=", 1) for item in args.env)
+    with tempfile.TemporaryDirectory(prefix="plan-validate-") as tmp:
+        workdir = Path(tmp)
+        bench = profile.load_benchmark()
+        model_dir = args.model_dir or _build_artifact(bench, workdir)
+        served = profile.service_description(model_dir, overrides)
+        if served["fingerprint"] != measured["service"]["fingerprint"]:
+            raise ProfileError(f"{args.profile} measured model {measured['service']['fingerprint'][:12]},"
+                               f" {model_dir} holds {served['fingerprint'][:12]}: validate against the artifact it measured")
+        print(f"profile {args.profile.name}: measured {measured['measured_at']} on {measured['cpu']['summary']};"
+              f" this machine: {profile.cpu_info()['summary']}")
+        _print_validation(bench, measured, model_dir, overrides, args.step_seconds, workdir)
     return 0
 
 
