@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.builder.outliers import OUTLIER_SUFFIX
+
 log = logging.getLogger(__name__)
 
 RECIPE = "dynamic-per-channel-7bit"
@@ -44,12 +46,16 @@ def prepare(fp32_path: Path, prepared_path: Path) -> None:
 
 
 def weight_matmuls(model_path: Path) -> list[str]:
-    """MatMul nodes whose second input is a weight (not attention scores or mixing), in graph order."""
+    """MatMul nodes whose second input is a weight (not attention scores or mixing), in graph order.
+
+    The fp32 MatMuls of outlier channels (model/builder/outliers.py) are not among them.
+    """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     weights = {initializer.name for initializer in graph.initializer}
-    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+    return [node.name for node in graph.node
+            if node.op_type == "MatMul" and node.input[1] in weights and not node.name.endswith(OUTLIER_SUFFIX)]
 
 
 def quantize(prepared_path: Path, int8_path: Path, keep_fp32: list[str]) -> None:
