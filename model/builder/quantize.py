@@ -7,7 +7,8 @@ weights make the u8 x s8 kernels exact on every x86 instruction set: without VNN
 two 255 x 127 products into int16 (VPMADDUBSW), which saturates with 8-bit weights, so
 results would depend on the node the pod lands on.
 
-Which MatMuls stay fp32 is measured per model, not set by a layer rule:
+Outlier input channels are moved to fp32 first (model/builder/outliers.py). Which MatMuls stay
+fp32 if that is not enough is measured per model, not set by a layer rule:
   1. sensitivity: each weight MatMul alone is simulated in int8 (its weight rounded to 7 bits
      per channel, its input through DynamicQuantizeLinear/DequantizeLinear: the arithmetic of
      the integer kernel) and scored by how far the model's probabilities move on calibration

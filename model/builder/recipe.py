@@ -1,4 +1,4 @@
-"""Choose a model's int8 recipe: the fewest MatMuls kept in fp32 for which the int8 gate passes.
+"""Choose a model's int8 recipe: the least kept in fp32 (outlier channels, then MatMuls) that passes the int8 gate.
 
 1. Quantize every weight MatMul (model/builder/quantize.py) and apply the gate on the
    calibration sentences (rt-polarity, none of them in SST-2 dev).
@@ -155,7 +155,7 @@ class RecipeSearch:
             calibration = check_candidate(self.references["calibration"], candidate, self.calibration)
             verdict = check_candidate(self.references["verdict"], candidate, self.verdict) if calibration.passed else None
             line["detail"] = calibration.summary() + (f"; {verdict.summary()}" if verdict else "")
-        record = {"kept_fp32": len(keep), "outlier_channels_split": self.base == self.split, "calibration": calibration.summary(),
-                  "verdict": verdict.summary() if verdict else None}
+        record = {"kept_fp32": len(keep), "outlier_channels_split": self.base == self.split,
+                  "calibration": calibration.summary(), "verdict": verdict.summary() if verdict else None}
         return {"record": record, "calibration": calibration, "verdict": verdict}
 
