@@ -7,7 +7,8 @@ weights make the u8 x s8 kernels exact on every x86 instruction set: without VNN
 two 255 x 127 products into int16 (VPMADDUBSW), which saturates with 8-bit weights, so
 results would depend on the node the pod lands on.
 
-Which MatMuls stay fp32 is measured per model, not set by a layer rule:
+Outlier input channels are moved to fp32 first (model/builder/outliers.py). Which MatMuls stay
+fp32 if that is not enough is measured per model, not set by a layer rule:
   1. sensitivity: each weight MatMul alone is simulated in int8 (its weight rounded to 7 bits
      per channel, its input through DynamicQuantizeLinear/DequantizeLinear: the arithmetic of
      the integer kernel) and scored by how far the model's probabilities move on calibration
@@ -25,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from model.builder.outliers import OUTLIER_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,16 @@ def prepare(fp32_path: Path, prepared_path: Path) -> None:
 
 
 def weight_matmuls(model_path: Path) -> list[str]:
-    """MatMul nodes whose second input is a weight (not attention scores or mixing), in graph order."""
+    """MatMul nodes whose second input is a weight (not attention scores or mixing), in graph order.
+
+    The fp32 MatMuls of outlier channels (model/builder/outliers.py) are not among them.
+    """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     weights = {initializer.name for initializer in graph.initializer}
-    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+    return [node.name for node in graph.node
+            if node.op_type == "MatMul" and node.input[1] in weights and not node.name.endswith(OUTLIER_SUFFIX)]
 
 
 def quantize(prepared_path: Path, int8_path: Path, keep_fp32: list[str]) -> None:
