@@ -56,7 +56,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], sep=chr(10))" > runtime-requirements.txt \
  && pip install --no-cache-dir -r runtime-requirements.txt
-COPY app.py ./
+COPY app.py openapi.py ./
 COPY model/ model/
 # Then the service itself (app + model package) into site-packages. Bytecode is compiled now,
 # with hashes that are never re-checked, so a cold start reads .pyc files instead of compiling

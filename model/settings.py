@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     cache_key_prefix: str = Field("sentiment:", description="Prefix of every cache key, to share a Redis.")
     cache_timeout_seconds: float = Field(0.05, gt=0, le=10, description="Socket timeout of each Redis call.")
     cache_retry_seconds: float = Field(2.0, ge=0, le=300, description="After a Redis failure, bypass it this long before retrying.")
+    cache_local_texts: int = Field(
+        4096, ge=0, le=1_000_000,
+        description="Rows each worker keeps in memory in front of Redis (texts up to 1000 characters); 0 = none.",
+    )
+    cache_local_seconds: float = Field(
+        60.0, gt=0, le=86400, description="Lifetime of a row kept in memory (at most CACHE_TTL_SECONDS)."
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":
