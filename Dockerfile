@@ -5,12 +5,17 @@
 #   venv      the runtime dependencies only ([project].dependencies), in /opt/venv
 #   runtime   python:3.11-slim + /opt/venv + the artifact; no torch, no transformers, no compilers
 #
-# Base images are pinned by tag, which follows Debian and CPython patch releases. For a
-# byte-for-byte reproducible build, pin the digest as well and let a bot raise it:
-#   FROM python:3.11-slim@sha256:<digest>   (docker buildx imagetools inspect python:3.11-slim)
+# Every package comes from a lock in requirements/ (versions and hashes, `make lock`), the same
+# locks the tests install, and every stage starts from one base image pinned by digest (the
+# tag beside it says what the digest is; `docker buildx imagetools inspect python:3.11-slim`
+# gives the current one). A build of one commit installs the same bytes every time.
 #
 # Build: ./build-push.sh (tags with the commit, pushes, updates the prod overlay), or by hand:
 #   docker buildx build --platform linux/amd64 -t sentiment:dev --load .
+
+# The base image of every stage: the tag, and the digest it had when last raised (its index,
+# so the same pin serves linux/amd64 and the other platforms): python:3.11.16, Debian 13.
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:1042b61448fef4ba92d16a8c7eb4996d027568ce64792a7877fd88511e0af7c6
 
 # The model baked into the image. The revision is the hub commit that transformers' own
 # sentiment-analysis pipeline pins, so the weights cannot change under a rebuild.
@@ -23,19 +28,18 @@ ARG MODEL_REVISION=714eb0fa89d2f80546fda750413ed43d93601a13
 ARG MODEL_PRECISIONS=int8
 
 # ---------------------------------------------------------------------------------------------
-FROM python:3.11-slim AS artifact
+FROM ${PYTHON_IMAGE} AS artifact
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/root/.cache/huggingface
 WORKDIR /build
-# CPU-only torch from PyTorch's own index: the PyPI wheel pulls in gigabytes of CUDA libraries.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-# Dependencies before code, so editing model/ does not reinstall them. The list is the runtime
-# set plus the `build` extra, read from pyproject.toml (torch==2.13.0 there is already satisfied).
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['build'], sep=chr(10))" > build-requirements.txt \
- && pip install --no-cache-dir -r build-requirements.txt
+# The runtime set plus the `build` extra, before the code so editing model/ does not reinstall
+# them. The lock pins torch==2.13.0+cpu, a wheel only PyTorch's CPU index has (PyPI's torch pulls
+# in gigabytes of CUDA libraries); pip takes each file from whichever index has its locked hash.
+COPY requirements/build.txt requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps \
+      --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/build.txt
 COPY model/ model/
 ARG MODEL_ID
 ARG MODEL_REVISION
@@ -45,27 +49,32 @@ RUN --mount=type=cache,target=/root/.cache/huggingface \
     python -m model build --model-id "$MODEL_ID" --revision "$MODEL_REVISION" --precision "$MODEL_PRECISIONS" --out /artifact
 
 # ---------------------------------------------------------------------------------------------
-FROM python:3.11-slim AS venv
+FROM ${PYTHON_IMAGE} AS venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
+    UV_LINK_MODE=copy \
+    INSTALLER_DIR=/opt/uv \
     VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
-RUN python -m venv "$VIRTUAL_ENV"
+    PATH=/opt/venv/bin:/opt/uv/bin:$PATH
 WORKDIR /src
-# Dependencies first (this layer survives code edits): exactly [project].dependencies.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], sep=chr(10))" > runtime-requirements.txt \
- && pip install --no-cache-dir -r runtime-requirements.txt
-COPY app.py openapi.py ./
+# Dependencies first (this layer survives code edits): exactly the runtime lock, installed by
+# the installer `make` uses (itself locked), which stays out of /opt/venv and so of the image.
+COPY requirements/installer.txt requirements/runtime.txt requirements/
+RUN python -m venv "$VIRTUAL_ENV" \
+ && pip install --no-cache-dir --require-hashes --no-deps --target "$INSTALLER_DIR" -r requirements/installer.txt
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" requirements/runtime.txt
+COPY pyproject.toml README.md app.py openapi.py ./
 COPY model/ model/
 # Then the service itself (app + model package) into site-packages. Bytecode is compiled now,
 # with hashes that are never re-checked, so a cold start reads .pyc files instead of compiling
 # (the runtime user cannot write them, and file times change when layers are copied).
-RUN pip install --no-cache-dir --no-deps . \
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv pip install --no-deps --python "$VIRTUAL_ENV/bin/python" . \
  && python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash "$VIRTUAL_ENV"
 
 # ---------------------------------------------------------------------------------------------
-FROM python:3.11-slim AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ARG MODEL_ID
 ARG MODEL_REVISION
 ARG VCS_REF=unknown

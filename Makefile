@@ -1,30 +1,49 @@
 # The two commands of the README: `make run` (serve on :8080) and `make test` (the whole suite).
+# Every virtualenv is installed from the locks in requirements/, which `make lock` writes from
+# pyproject.toml; installing never resolves anything.
 PYTHON      ?= python3.11
 VENV        := .venv
 TOOLS_VENV  := .venv-tools
 BIN         := $(VENV)/bin
+UV          := $(BIN)/uv
+LOCKS       := requirements
 PORT        ?= 8080
 REDIS_PORT  ?= 6379
 SCENARIO    ?= smoke
 PYTEST_ARGS ?=
+# uv reads neither pip's configuration nor PIP_FIND_LINKS. The CPU build of torch is looked for
+# where pip finds it (PIP_FIND_LINKS, else pip's configured find-links), else on PyTorch's CPU
+# index page, which lists that wheel.
+TORCH_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),https://download.pytorch.org/whl/cpu/torch/)
+TORCH_LINKS = $(foreach location,$(TORCH_FIND_LINKS),--find-links $(location))
+# Locks are resolved for the image's platform (linux/amd64, CPython 3.11), which CI shares.
+UV_COMPILE  := UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet --generate-hashes \
+               --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(LOCK_FLAGS)
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set, as it may be, every process
+# would otherwise compile torch and transformers again on import (about 3 s each).
+UV_SYNC     := $(UV) pip sync --quiet --strict --require-hashes --compile-bytecode
 
-.PHONY: install tools system-deps run test test-fast loadtest benchmark dashboard clean
+.PHONY: install tools system-deps lock lock-upgrade run test test-fast loadtest benchmark dashboard clean
 
-install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+# uv itself, hash-checked, installed by pip into .venv (uv's own sync leaves pip in place).
+$(UV): $(LOCKS)/installer.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch is pinned in the build extra; its CPU wheel comes from the configured index or local wheels
-	$(BIN)/pip install --quiet -e ".[build,test]"
+	$(BIN)/python -m pip install --quiet --quiet --require-hashes --no-deps -r $(LOCKS)/installer.txt
+	touch $@
+
+# .venv: the service, the build tools (torch) and the test tools, then the project itself (editable).
+install: $(VENV)/.installed
+$(VENV)/.installed: $(LOCKS)/test.txt $(LOCKS)/installer.txt pyproject.toml | $(UV)
+	$(UV_SYNC) --python $(BIN)/python $(TORCH_LINKS) $(LOCKS)/test.txt $(LOCKS)/installer.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	touch $@
 
 # checkov pins versions that clash with the service's own dependencies: it lives in its own venv.
 tools: $(TOOLS_VENV)/.installed
-$(TOOLS_VENV)/.installed:
-	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/pip install --quiet --upgrade pip
-	$(TOOLS_VENV)/bin/pip install --quiet "checkov>=3.2,<4"
+$(TOOLS_VENV)/.installed: $(LOCKS)/tools.txt | $(UV)
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(TOOLS_VENV)
+	$(UV_SYNC) --python $(TOOLS_VENV)/bin/python $(LOCKS)/tools.txt
 	touch $@
 
 # Prometheus (for the observability proof) comes from Debian; needs root and apt.
@@ -37,28 +56,65 @@ system-deps:
 	  echo "prometheus not installed and no root/apt: the Prometheus tests will be skipped"; \
 	fi
 
+# The locks, from pyproject.toml. test.txt is resolved first; build.txt and runtime.txt take its
+# versions, so the image runs exactly what the tests ran. Existing pins are kept unless a change
+# in pyproject.toml needs another version; `make lock-upgrade` moves every pin to the newest release.
+lock: | $(UV)
+	$(UV_COMPILE) $(TORCH_LINKS) pyproject.toml --extra build --extra test -o $(LOCKS)/test.txt
+	$(UV_COMPILE) $(TORCH_LINKS) pyproject.toml --extra build -c $(LOCKS)/test.txt -o $(LOCKS)/build.txt
+	$(UV_COMPILE) pyproject.toml -c $(LOCKS)/test.txt -o $(LOCKS)/runtime.txt
+	$(UV_COMPILE) --group pyproject.toml:tools -o $(LOCKS)/tools.txt
+	$(UV_COMPILE) --group pyproject.toml:installer -o $(LOCKS)/installer.txt
+
+lock-upgrade: LOCK_FLAGS := --upgrade
+lock-upgrade: lock
+
+# Gunicorn on PORT, with a Redis of its own on REDIS_PORT unless REDIS_URL is given. Both stop on
+# Ctrl-C and when make is signalled from another shell. make passes SIGTERM on to this recipe but
+# not SIGINT (a terminal sends that to every process itself): make then only waits for the recipe,
+# no longer catching the signal it got, and the watcher below sees that in its signal mask.
 run: install
-	@set -e; mkdir -p .run; \
+	@set -e; mkdir -p .run; make_pid=$$PPID; redis_pid=; \
 	if [ -z "$$REDIS_URL" ]; then \
 	  $(BIN)/redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
-	    --daemonize yes --pidfile $(CURDIR)/.run/redis.pid --logfile $(CURDIR)/.run/redis.log; \
-	  tries=0; until $(BIN)/redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; do \
-	    tries=$$((tries + 1)); [ $$tries -lt 50 ] || { echo "redis did not start on port $(REDIS_PORT): see .run/redis.log"; exit 1; }; \
+	    --pidfile $(CURDIR)/.run/redis-$(REDIS_PORT).pid --logfile $(CURDIR)/.run/redis-$(REDIS_PORT).log & redis_pid=$$!; \
+	  until $(BIN)/redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; do \
+	    kill -0 $$redis_pid 2>/dev/null || { echo "redis-server could not start on port $(REDIS_PORT) (see .run/redis-$(REDIS_PORT).log): set REDIS_PORT or REDIS_URL" >&2; exit 1; }; \
 	    sleep 0.1; \
 	  done; \
 	  export REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0; \
-	  trap 'kill $$(cat .run/redis.pid) 2>/dev/null || true' EXIT INT TERM; \
 	fi; \
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app || [ $$? -eq 1 ]  # 1: a failed start, said in one line
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py app:app & service=$$!; \
+	trap 'kill -TERM $$service 2>/dev/null || true' INT TERM HUP; \
+	( signals() { sed -n 's/^SigCgt:[[:space:]]*//p' /proc/$$make_pid/status 2>/dev/null || true; }; \
+	  caught=$$(signals); \
+	  while kill -0 $$make_pid 2>/dev/null && [ "$$(signals)" = "$$caught" ]; do sleep 0.5; done; \
+	  kill -TERM $$service 2>/dev/null || true ) & watcher=$$!; \
+	status=0; wait $$service || status=$$?; \
+	while kill -0 $$service 2>/dev/null; do status=0; wait $$service || status=$$?; done; \
+	kill $$watcher 2>/dev/null || true; \
+	if [ -n "$$redis_pid" ]; then \
+	  kill -TERM $$redis_pid 2>/dev/null || true; \
+	  while kill -0 $$redis_pid 2>/dev/null; do sleep 0.1; done; \
+	fi; \
+	exit $$status
 
-test: install tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Set-up (both virtualenvs, Prometheus) and the suite, each timed.
+test:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory install tools system-deps || exit $$?; \
+	ready=$$(date +%s); status=0; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	end=$$(date +%s); \
+	echo "make test: set-up $$(((ready - start) / 60)) min $$(((ready - start) % 60)) s, tests $$(((end - ready) / 60)) min $$(((end - ready) % 60)) s"; \
+	exit $$status
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Against the service `make run` serves on PORT, unless MODEL_DIR or BASE_URL is set (k6/run.sh).
 loadtest: install
-	k6/run.sh $(SCENARIO)
+	PORT=$(PORT) k6/run.sh $(SCENARIO)
 
 # Naive vs shipped over HTTP, HTTP vs engine, start-up and memory: printed figures, no verdict.
 benchmark: install

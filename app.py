@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from flask import Flask, Response, current_app, request, send_from_directory
+from flask import Flask, Response, current_app, redirect, request, send_from_directory
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
@@ -317,6 +317,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/metrics", view_func=prometheus_metrics, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi_json, methods=["GET"])
     app.add_url_rule("/docs", view_func=docs_page, methods=["GET"])
+    app.add_url_rule("/docs/", view_func=docs_slash, methods=["GET"])
     app.add_url_rule("/docs/<path:asset>", view_func=docs_asset, methods=["GET"])
 
 
@@ -469,6 +470,11 @@ def openapi_json() -> Response:
 
 def docs_page() -> Response:
     return Response(DOCS_PAGE, mimetype="text/html")
+
+
+def docs_slash() -> Response:
+    """The page's asset links are relative to /docs: from /docs/ they would miss, so redirect."""
+    return redirect("../docs", code=308)
 
 
 def docs_asset(asset: str) -> Response:

@@ -83,7 +83,7 @@ def build_plain_checkpoint(settings) -> None:
     target = cached_artifact_dir(source.fingerprint_sha256, settings.artifact_cache_dir)
     if (target / MANIFEST_NAME).is_file():
         return
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("model.build") is None:
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("model.builder") is None:
         raise ConfigurationError(
             f"{source.checkpoint_dir} is a plain checkpoint and this installation cannot build it (no build extra): "
             f"run `python -m model build --model-dir {source.checkpoint_dir} --out DIR` and set MODEL_DIR=DIR"

@@ -154,6 +154,9 @@ def _openapi_paths() -> dict[str, Any]:
                                             "application/json": {"schema": {"type": "object"}}}}),
         "/docs": _get_operation("docs", "Swagger UI over this document", {
             "description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}),
+        "/docs/": {"get": {"operationId": "docsSlash", "summary": "Redirect to /docs", "responses": {
+            "308": {"description": "To /docs.", "headers": {"Location": {"schema": {"type": "string"}}}},
+            "500": _server_error()}}},
         "/docs/{asset}": {
             "get": {
                 "operationId": "docsAsset",

@@ -9,7 +9,7 @@ model's compute cost; real weights need the hub) and builds its artifact. Then, 
    configuration (BACKEND=torch PRECISION=fp32 BATCHING=false) and the shipped one (ONNX
    artifact, default precision, batching on), alternating A B A B so drift hits both alike;
 2. 32 short texts per request against the shipped configuration, beside the engine alone
-   on batches of 32 texts of the same kind (model.build.measure.measure, in this process);
+   on batches of 32 texts of the same kind (model.builder.measure.measure, in this process);
 3. process start to /ready (median of 5 starts) and resident memory after warm-up.
 
 Both services run without Redis: every text is new, so this measures the compute path.
@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from k6/: the repo's `model` package
 
-from model.build.measure import engine_for, measure  # noqa: E402
+from model.builder.measure import engine_for, measure  # noqa: E402
 from model.settings import Settings  # noqa: E402
 
 BIN = Path(sys.executable).parent

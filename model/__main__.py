@@ -6,7 +6,7 @@
     random-checkpoint  write a random-weight checkpoint (tests, benchmarks without real weights)
     settings           print every configuration variable with its default and meaning
 
-Every command but `settings` needs the `build` extra: its code is `model.build`, imported here
+Every command but `settings` needs the `build` extra: its code is `model.builder`, imported here
 per command, so the serving package never imports it.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from model.settings import ConfigurationError, Settings
 
-BUILD_DATA = Path(__file__).resolve().parent / "build" / "data"
+BUILD_DATA = Path(__file__).resolve().parent / "builder" / "data"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +78,7 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> int:
     from model.artifacts import download_checkpoint
-    from model.build.export import BuildError, build_artifact, build_into_cache
+    from model.builder.export import BuildError, build_artifact, build_into_cache
 
     logging.getLogger("model.engines").setLevel(logging.WARNING)  # one line per build phase, not per session
 
@@ -130,7 +130,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from model.build.measure import evaluate_engines
+    from model.builder.measure import evaluate_engines
 
     report = evaluate_engines(
         args.model_dir, args.data, (args.backend, args.precision),
@@ -160,7 +160,7 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from model.build.measure import benchmark
+    from model.builder.measure import benchmark
 
     print(benchmark(args.model_dir, args.backends, args.variants, args.batch_sizes, args.seconds, args.data,
                     args.recipe_from))
@@ -179,7 +179,7 @@ def _add_random_checkpoint(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_random_checkpoint(args: argparse.Namespace) -> int:
-    from model.build.checkpoints import build_random_checkpoint
+    from model.builder.checkpoints import build_random_checkpoint
 
     path = build_random_checkpoint(args.out, labels=tuple(args.labels), shape=args.shape, seed=args.seed)
     print(f"random {args.shape} checkpoint with labels {','.join(args.labels)} written to {path}")

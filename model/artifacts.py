@@ -7,7 +7,7 @@ Two kinds of model directory are accepted:
   BACKEND=torch as it is; with BACKEND=onnx through the artifact built from it into
   ARTIFACT_CACHE_DIR/<fingerprint>/ (gunicorn.conf.py builds it on first start).
 
-This module only finds and checks; building is `model.build`'s job. It imports only the
+This module only finds and checks; building is `model.builder`'s job. It imports only the
 standard library at the top (huggingface_hub inside download_checkpoint).
 """
 

@@ -3,7 +3,7 @@
 Both engines tokenize with the same `tokenizers` tokenizer.json (truncate to
 min(MAX_SEQUENCE_TOKENS, the model's limit), pad to the longest text of the batch), so
 they see identical token ids. torch and transformers are imported only inside TorchEngine;
-`model.build` (export, quantization) is never imported from here.
+`model.builder` (export, quantization) is never imported from here.
 """
 
 from __future__ import annotations

@@ -51,27 +51,27 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.05):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from model.build.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"))
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_3labels(tmp_path_factory) -> Path:
-    from model.build.checkpoints import build_tiny_checkpoint
+    from model.builder.checkpoints import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint-3labels"), labels=THREE_LABELS, seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny checkpoint built into an ONNX artifact by the real CLI."""
+    """The tiny checkpoint built into an ONNX artifact, as `python -m model build --model-dir
+    <tiny checkpoint> --precision fp32,int8` builds it, in this process: a CLI process would
+    spend most of its time importing torch and transformers again (tests/test_cli.py runs it)."""
+    from model.builder.export import build_artifact
+
     out = tmp_path_factory.mktemp("tiny-artifact")
-    subprocess.run(
-        [sys.executable, "-m", "model", "build", "--model-dir", str(tiny_checkpoint), "--out", str(out),
-         "--precision", "fp32,int8"],
-        cwd=REPO, check=True, capture_output=True, timeout=300,
-    )
+    build_artifact(tiny_checkpoint, out, ("fp32", "int8"))
     return out
 
 

@@ -97,13 +97,13 @@ def test_missing_id2label_is_rejected(checkpoint_copy):
 
 
 def test_plain_checkpoint_is_served_from_the_artifact_built_once_into_the_cache(checkpoint, tmp_path, caplog):
-    from model.build.export import build_into_cache
+    from model.builder.export import build_into_cache
 
     settings = Settings(model_dir=checkpoint, backend="onnx", precision="fp32", artifact_cache_dir=tmp_path)
     assert "python -m model build --model-dir" in resolve_error(**settings.model_dump())
     target, manifest = build_into_cache(checkpoint, tmp_path, precisions=("fp32", "int8"))
     manifest_time = (target / MANIFEST_NAME).stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="model.build"):
+    with caplog.at_level(logging.INFO, logger="model.builder"):
         again, _ = build_into_cache(checkpoint, tmp_path, precisions=("fp32", "int8"))
     assert again == target and "built earlier" in caplog.text
     assert (target / MANIFEST_NAME).stat().st_mtime_ns == manifest_time
@@ -114,7 +114,7 @@ def test_plain_checkpoint_is_served_from_the_artifact_built_once_into_the_cache(
 
 
 def test_corrupt_or_missing_artifact_files_are_detected(checkpoint, tmp_path):
-    from model.build.export import build_artifact
+    from model.builder.export import build_artifact
     from model.engines import load_engine
 
     build_artifact(checkpoint, tmp_path, ("fp32",))
@@ -130,7 +130,7 @@ def test_corrupt_or_missing_artifact_files_are_detected(checkpoint, tmp_path):
 
 
 def test_torch_backend_needs_a_checkpoint_not_an_artifact(checkpoint, tmp_path):
-    from model.build.export import build_artifact
+    from model.builder.export import build_artifact
 
     artifact = tmp_path / "artifact"
     build_artifact(checkpoint, artifact, ("fp32",))
@@ -157,7 +157,7 @@ def test_plain_checkpoint_without_torch_asks_for_a_built_artifact(checkpoint, tm
 def test_build_fails_when_the_onnx_graph_disagrees_with_torch(checkpoint, tmp_path):
     import numpy as np
 
-    from model.build.export import VERIFY_TEXTS, BuildError, build_artifact, verify
+    from model.builder.export import VERIFY_TEXTS, BuildError, build_artifact, verify
     from model.engines import TextEncoder
 
     manifest = build_artifact(checkpoint, tmp_path, ("fp32",))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model.build.checkpoints import build_random_checkpoint
+from model.builder.checkpoints import build_random_checkpoint
 from model.engines import load_engine, predict_texts
 from model.settings import Settings
 
@@ -32,7 +32,7 @@ def checkpoint(tiny_checkpoint) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(tiny_artifact) -> Path:
-    """Built by conftest with `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8`."""
+    """Built by conftest as `python -m model build --model-dir <tiny checkpoint> --precision fp32,int8` builds it."""
     return tiny_artifact
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.build.gate import VERDICT_SET, check_engines, read_text_set
+from model.builder.gate import VERDICT_SET, check_engines, read_text_set
 from model.engines import engine_threads, load_engine, predict_texts, softmax
 from model.settings import Settings
 
@@ -34,7 +34,7 @@ def checkpoint(tiny_checkpoint_3labels) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(checkpoint, tmp_path_factory) -> Path:
-    from model.build.export import build_artifact
+    from model.builder.export import build_artifact
 
     out = tmp_path_factory.mktemp("tiny") / "artifact"
     build_artifact(checkpoint, out, ("fp32", "int8"))
@@ -120,7 +120,7 @@ def test_serving_an_artifact_imports_no_torch_transformers_or_hub(artifact):
         engine = load_engine(Settings(model_dir={str(artifact)!r}))
         engine.warmup()
         print(predict_texts(engine, ["fine"]).shape)
-        print(sorted(m for m in ("torch", "transformers", "huggingface_hub", "onnx", "model.build") if m in sys.modules))
+        print(sorted(m for m in ("torch", "transformers", "huggingface_hub", "onnx", "model.builder") if m in sys.modules))
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

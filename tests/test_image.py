@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import canonicalize_name
+
+from tests.locks import read_lock
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -193,7 +196,8 @@ class StageRunner:
 
     def run_instruction(self, args: str) -> None:
         assert not args.startswith("["), "RUN uses the shell form"
-        result = subprocess.run(["/bin/sh", "-c", args], cwd=self.workdir, env=self.env,
+        command = re.sub(r"^(--mount=\S+\s+)+", "", args)  # BuildKit's cache mounts: the host keeps its caches
+        result = subprocess.run(["/bin/sh", "-c", command], cwd=self.workdir, env=self.env,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"RUN {args}\nfailed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
@@ -238,16 +242,12 @@ def dockerfile() -> Dockerfile:
 
 
 @pytest.fixture(scope="session")
-def image_root(tmp_path_factory, dockerfile) -> Path:
+def image_root(tmp_path_factory, dockerfile, tiny_checkpoint) -> Path:
     """The artifact stage's build command, then the venv stage, run for real under one root."""
-    pytest.importorskip("torch", reason="the build stage needs the `build` extra")
-    from model.build.checkpoints import build_tiny_checkpoint
-
     root = tmp_path_factory.mktemp("image-root")
-    checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
     command = model_build_command(dockerfile)
     runner = StageRunner(root, base_env=dict(os.environ), build_args=dockerfile.global_args)
-    replacements = {"python": sys.executable, "CHECKPOINT": str(checkpoint)}
+    replacements = {"python": sys.executable, "CHECKPOINT": str(tiny_checkpoint)}
     argv = [replacements.get(word) or runner.expand(word) for word in command]
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{shlex.join(argv)} failed:\n{result.stderr[-3000:]}"
@@ -311,9 +311,16 @@ def test_model_revision_is_pinned_to_a_commit(dockerfile):
     assert dockerfile.global_args["MODEL_ID"]
 
 
-def test_torch_comes_only_from_the_cpu_index_in_the_build_stage(dockerfile):
-    artifact_runs = " ".join(dockerfile.stages["artifact"].all("RUN"))
-    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in artifact_runs
+def test_every_stage_installs_from_a_lock_with_hashes(dockerfile):
+    artifact_runs = " ".join(" ".join(dockerfile.stages["artifact"].all("RUN")).split())
+    assert "--require-hashes --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/build.txt" in artifact_runs
+    venv_runs = " ".join(" ".join(dockerfile.stages["venv"].all("RUN")).split())
+    assert "--require-hashes --no-deps --target \"$INSTALLER_DIR\" -r requirements/installer.txt" in venv_runs
+    assert "uv pip sync --require-hashes --python \"$VIRTUAL_ENV/bin/python\" requirements/runtime.txt" in venv_runs
+    for stage in dockerfile.stages.values():
+        for run in stage.all("RUN"):
+            for install in re.findall(r"(?:pip|uv pip) (?:install|sync) .*?(?=&&|$)", run):
+                assert "--no-deps" in install or "--require-hashes" in install, f"resolves at build time: {install}"
     for name in ("venv", "runtime"):
         text = " ".join(args for _, args in dockerfile.stages[name].instructions)
         assert "torch" not in text and "transformers" not in text, f"stage {name} mentions torch/transformers"
@@ -323,7 +330,7 @@ def test_torch_comes_only_from_the_cpu_index_in_the_build_stage(dockerfile):
 
 def test_runtime_stage_contract(dockerfile):
     runtime = dockerfile.stages["runtime"]
-    assert runtime.base == dockerfile.stages["venv"].base == dockerfile.stages["artifact"].base == "python:3.11-slim"
+    assert runtime.base == dockerfile.stages["venv"].base == dockerfile.stages["artifact"].base == "${PYTHON_IMAGE}"
     env = {}
     for args in runtime.all("ENV"):
         env.update(a.partition("=")[::2] for a in shlex.split(args))
@@ -340,11 +347,18 @@ def test_runtime_stage_contract(dockerfile):
     assert not runtime.all("HEALTHCHECK") and not runtime.all("ENTRYPOINT")
 
 
+def test_the_base_image_is_pinned_by_digest_with_its_tag_beside_it(dockerfile):
+    """Docker Hub's official python image; the digest is the tag's multi-platform index."""
+    image = dockerfile.global_args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", image), image
+
+
 def test_build_context_is_only_what_the_image_needs(dockerfile):
     rules = dockerignore_rules()
     files = build_context_files(rules)
-    allowed = ("pyproject.toml", "README.md", "app.py", "openapi.py", "gunicorn.conf.py")
-    build_data = "model/build/data/"  # the int8 gate's sentences, read by the artifact stage's build
+    allowed = ("pyproject.toml", "README.md", "app.py", "openapi.py", "gunicorn.conf.py",
+               "requirements/runtime.txt", "requirements/build.txt", "requirements/installer.txt")
+    build_data = "model/builder/data/"  # the int8 gate's sentences, read by the artifact stage's build
     strays = [f for f in files if f not in allowed and not (f.startswith("model/") and f.endswith(".py"))
               and not f.startswith(build_data)]
     assert not strays, f"sent to the builder but never used: {strays}"
@@ -364,8 +378,19 @@ def test_runtime_venv_holds_no_torch_or_transformers(image_root):
     probe = "import importlib.util as u; print([m for m in ('torch', 'transformers', 'onnx') if u.find_spec(m)])"
     result = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+    assert not (image_root / "opt/venv/bin/uv").exists(), "the installer stays out of the image"
     for module in ("onnxruntime", "tokenizers", "gunicorn", "flask", "app", "model.engines"):
         subprocess.run([python, "-c", f"import importlib.util as u; assert u.find_spec('{module}')"], check=True)
+
+
+@pytest.mark.slow
+def test_runtime_venv_is_exactly_the_runtime_lock(image_root):
+    listing = "import importlib.metadata as m; print(*sorted(f'{d.name}=={d.version}' for d in m.distributions()))"
+    result = subprocess.run([image_root / "opt/venv/bin/python", "-c", listing], capture_output=True, text=True, check=True)
+    installed = {canonicalize_name(name): version for name, version in (p.split("==") for p in result.stdout.split())}
+    seeds = {name: installed.pop(name) for name in ("pip", "setuptools", "sentiment-service") if name in installed}
+    assert "sentiment-service" in seeds, "the service itself is installed"
+    assert installed == read_lock(REPO / "requirements" / "runtime.txt")
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 k6 exits 99 when a threshold fails; k6/run.sh passes that status on. The smoke test lets
 run.sh start its own stack (redis-server + Gunicorn on the tiny artifact) and expects every
 threshold and check to pass; the breach test points run.sh at a running service (BASE_URL
-mode) with an impossible latency objective and expects the run to fail.
+mode) with an impossible latency objective and expects the run to fail; `make loadtest` with
+neither BASE_URL nor MODEL_DIR runs against the service answering on PORT (what `make run` serves).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import service_env
+from tests.conftest import VENV_BIN, free_port, service_env
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "k6" / "run.sh"
@@ -80,13 +83,47 @@ def test_a_latency_breach_fails_the_run(service, tiny_artifact, redis_server, tm
     assert all(check["fails"] == 0 for check in summary["checks"]), summary["checks"]
 
 
-def test_runner_without_model_dir_or_base_url_says_what_to_set(tmp_path):
+def predictions_served(base_url: str) -> float:
+    """POST /predict answers the service itself has counted (its /metrics)."""
+    text = requests.get(f"{base_url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "sentiment_http_request_duration_seconds_count" and sample.labels["route"] == "/predict")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_make_loadtest_runs_against_the_service_answering_on_port(service, tiny_artifact, redis_server, tmp_path):
+    """What `make run` serves on PORT, `make loadtest` finds, without MODEL_DIR or BASE_URL."""
+    running = service({"MODEL_DIR": str(tiny_artifact), "REDIS_URL": redis_server.url, "CACHE_KEY_PREFIX": "k6-found:"})
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("MODEL_DIR", "BASE_URL", "PORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env.update(RESULTS_ROOT=str(tmp_path / "results"), DURATION="3s", RUN_TIMEOUT_SECONDS="60")
+    venv = VENV_BIN.parent
+    try:
+        before = predictions_served(running.base_url)
+        process = subprocess.run(
+            ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", "loadtest",
+             "SCENARIO=smoke", f"PORT={running.env['PORT']}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+        after = predictions_served(running.base_url)
+    finally:
+        running.stop()
+
+    assert process.returncode == 0, describe(process)
+    assert f"using the service running at {running.base_url}" in process.stdout
+    (results,) = (tmp_path / "results").glob("smoke-*")
+    assert read_summary(results)["thresholds_passed"] is True
+    assert not (results / "service.log").exists(), "it started no service of its own"
+    assert after - before >= 10, "the running service answered the load"
+
+
+def test_runner_with_no_service_on_port_nor_model_dir_says_what_to_do(tmp_path):
     env = {name: value for name, value in os.environ.items() if name not in ("MODEL_DIR", "BASE_URL")}
-    env["RESULTS_ROOT"] = str(tmp_path)
+    env.update(RESULTS_ROOT=str(tmp_path), PORT=str(free_port()))
     process = subprocess.run([str(RUN_SH), "smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
 
     assert process.returncode == 2
-    assert "MODEL_DIR is not set" in process.stderr
+    assert f"no service answers on 127.0.0.1:{env['PORT']} and MODEL_DIR is not set: start one with make run" in process.stderr
     assert len(process.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 

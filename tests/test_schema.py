@@ -112,6 +112,15 @@ def test_docs_page_loads_every_asset_from_the_service_itself(api_service):
     assert requests.get(api_service.url("/docs/no-such-file.js"), timeout=10).status_code == 404
 
 
+def test_docs_with_a_trailing_slash_redirects_to_the_page(api_service):
+    answer = requests.get(api_service.url("/docs/"), allow_redirects=False, timeout=10)
+    assert answer.status_code == 308
+    assert urljoin(answer.url, answer.headers["Location"]) == api_service.url("/docs")
+    followed = requests.get(api_service.url("/docs/"), timeout=10)
+    assert followed.status_code == 200 and followed.url == api_service.url("/docs")
+    assert "swagger-ui" in followed.text
+
+
 def test_the_bundled_swagger_ui_renders_openapi_3_1():
     """Swagger UI reads OpenAPI 3.1 from version 5 on (the swagger-ui-bundle-v2 package)."""
     from swagger_ui_bundle import swagger_ui_path

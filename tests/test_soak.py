@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from model.engines import load_engine
+from model.engines import load_engine, predict_texts
 from model.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(330)]
@@ -212,7 +212,7 @@ def reference_scores(artifact, outcomes: list[Outcome]) -> dict[str, dict[str, f
     """Each distinct text's scores from the engine run here, outside the service."""
     engine = load_engine(Settings(model_dir=artifact, precision="fp32"))
     texts = sorted({text for outcome in outcomes if outcome.status == 200 for text in outcome.texts}, key=len)
-    rows = np.concatenate([engine.predict_proba(texts[i:i + 256]) for i in range(0, len(texts), 256)])
+    rows = np.concatenate([predict_texts(engine, texts[i:i + 256]) for i in range(0, len(texts), 256)])
     return {text: dict(zip(engine.labels, map(float, row))) for text, row in zip(texts, rows)}
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-log = logging.getLogger("model.build")
+log = logging.getLogger("model.builder")
 
 
 @contextmanager

@@ -13,7 +13,7 @@ Which MatMuls stay fp32 is measured per model, not set by a layer rule:
      the integer kernel) and scored by how far the model's probabilities move on calibration
      sentences;
   2. the most sensitive ones are kept in fp32, as few as possible, until the real quantized
-     model passes the int8 gate (model/build/gate.py).
+     model passes the int8 gate (model/builder/gate.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Choose a model's int8 recipe: the fewest MatMuls kept in fp32 for which the int8 gate passes.
 
-1. Quantize every weight MatMul (model/build/quantize.py) and apply the gate on the
+1. Quantize every weight MatMul (model/builder/quantize.py) and apply the gate on the
    calibration sentences (rt-polarity, none of them in SST-2 dev).
 2. While it fails: measure each weight MatMul's sensitivity once (calibration sentences), and
    keep the most sensitive 1, 2, 3, 4, 6, 8, 11, ... in fp32.
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.artifacts import ResolvedModel
-from model.build.gate import GateResult, TextSet, check_candidate, score_batched
-from model.build.phases import phase
-from model.build.quantize import RECIPE, growing_counts, node_role, prepare, quantize, sensitivity, weight_matmuls
+from model.builder.gate import GateResult, TextSet, check_candidate, score_batched
+from model.builder.phases import phase
+from model.builder.quantize import RECIPE, growing_counts, node_role, prepare, quantize, sensitivity, weight_matmuls
 from model.cpu import cpu_facts
 from model.engines import OnnxEngine, available_cpus
 

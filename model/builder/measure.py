@@ -24,8 +24,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from model.artifacts import ResolvedModel, inspect_model_dir
-from model.build.gate import MIXED_BATCH, check_candidate, gold_indices, read_text_set, score_alone_and_mixed, score_batched
-from model.build.quantize import nodes_for_roles, prepare, quantize, weight_matmuls
+from model.builder.gate import MIXED_BATCH, check_candidate, gold_indices, read_text_set, score_alone_and_mixed, score_batched
+from model.builder.quantize import nodes_for_roles, prepare, quantize, weight_matmuls
 from model.cpu import cpu_model, int8_isa
 from model.engines import Engine, OnnxEngine, engine_threads, load_engine, predict_texts
 from model.settings import PRECISIONS_BY_BACKEND, ConfigurationError, Settings
@@ -110,7 +110,7 @@ def bench_sentences(engine: Engine, data: Path | None, count: int = 512) -> list
         chosen = [text for text, n in zip(candidates, lengths) if BENCH_TOKENS[0] <= n <= BENCH_TOKENS[1]]
         if chosen:
             return chosen[:count]
-    from model.build.checkpoints import COMMON_WORDS
+    from model.builder.checkpoints import COMMON_WORDS
 
     rng = random.Random(0)
     return [" ".join(rng.choices(COMMON_WORDS, k=rng.randint(10, 20))) + " ." for _ in range(count)]

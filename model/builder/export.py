@@ -8,7 +8,7 @@ Needs the `build` extra (torch, transformers, onnx); serving code never imports 
   branches, so the export is checked against PyTorch on real sentences, alone and in a
   padded batch, and the build fails if any probability differs by more than 1e-3.
 - int8: 7-bit weights, the MatMuls kept in fp32 chosen per model by the int8 gate
-  (model/build/recipe.py); int8 is shipped only if it passes, and the manifest says why.
+  (model/builder/recipe.py); int8 is shipped only if it passes, and the manifest says why.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from model.artifacts import (
     inspect_checkpoint,
     sha256_of,
 )
-from model.build.gate import CALIBRATION_SET, VERDICT_SET, read_text_set
-from model.build.phases import phase
-from model.build.recipe import RecipeSearch
+from model.builder.gate import CALIBRATION_SET, VERDICT_SET, read_text_set
+from model.builder.phases import phase
+from model.builder.recipe import RecipeSearch
 from model.engines import TextEncoder, accepted_inputs, softmax
 
 log = logging.getLogger(__name__)
