@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TIE = 1e-9  # relative difference in predicted tokens per second below which two batches are equal
+
 
 class Overloaded(Exception):
     """The queue is full (or the batcher is stopping): the caller should retry later."""
@@ -195,7 +197,7 @@ class Batcher:
             if longest * count > self.max_batch_tokens:
                 break  # padded tokens only grow with the count: every larger batch is over too
             rate = real_tokens / self.cost.seconds(count, longest)
-            if rate > best_rate:
+            if rate >= best_rate * (1 - TIE):  # a tie goes to the larger batch: the queue drains sooner
                 best_count, best_rate = count, rate
         return [oldest, *others[:best_count - 1]]
 
