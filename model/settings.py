@@ -75,15 +75,18 @@ class Settings(BaseSettings):
     batch_max_tokens: int = Field(8192, ge=64, description="Most padded tokens (texts x longest) in one engine batch.")
     batch_max_padding: float = Field(
         0.25, ge=0, le=10,
-        description="Padding a batch may add, as a share of its real tokens; texts of other lengths wait for the next batch.",
+        description="Until the engine's measured cost model is fitted (its first few batches): padding a batch may "
+        "add, as a share of its real tokens; after that, batches are chosen by measured tokens per second.",
     )
     queue_max_texts: int = Field(
         1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After. At least MAX_BATCH_TEXTS."
     )
     queue_max_wait_seconds: float = Field(
         10.0, gt=0, le=600,
-        description="A request whose texts waited this long and none reached the engine gets 503 + Retry-After; "
-        "the time its own batches take does not count. Below GRACEFUL_TIMEOUT_SECONDS.",
+        description="A request is refused at once (503 + Retry-After) when the texts queued ahead of it need longer "
+        "than this at the engine's measured pace (never with nothing queued ahead), and one whose texts waited this "
+        "long and none reached the engine gets 503; the time its own batches take does not count. Below "
+        "GRACEFUL_TIMEOUT_SECONDS.",
     )
 
     # --- Redis cache -------------------------------------------------------------------------
