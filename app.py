@@ -209,9 +209,9 @@ def create_app(predictor=None, settings: Settings | None = None) -> Flask:
 class _Observed:
     """WSGI wrapper of the Flask app: request id and X-Revision headers, in-flight gauge, latency.
 
-    One call around each request rather than Flask's before/after/teardown hooks and `g`: those
-    cost a measurable share of a cache hit (docs/performance.md). The route label is the URL
-    rule the path matches, "unmatched" for a 404 or 405 of Flask's routing.
+    One call around each request rather than Flask's before/after/teardown hooks and `g`, which
+    add their dispatch to every cache hit. The route label is the URL rule the path matches,
+    "unmatched" for a 404 or 405 of Flask's routing.
     """
 
     def __init__(self, app: Flask) -> None:
