@@ -394,6 +394,9 @@ def test_the_shutdown_fits_in_the_termination_grace_period(rendered):
 
         queue_wait = float(config(docs).get("QUEUE_MAX_WAIT_SECONDS", Settings.model_fields["queue_max_wait_seconds"].default))
         assert queue_wait < spec["responseStartTimeoutSeconds"] <= grace, env
+        # A request still running at SIGTERM arrived at least one drain period earlier, and its
+        # answer is due within responseStartTimeoutSeconds: Gunicorn must wait for the rest.
+        assert graceful >= spec["responseStartTimeoutSeconds"] - QUEUE_PROXY_DRAIN_SECONDS, env
 
 
 def test_autoscaling_annotations_are_within_knatives_documented_ranges(rendered):
