@@ -358,6 +358,9 @@ def main() -> None:
     parser.add_argument("--queue-max-wait", type=float, default=0.5, help="QUEUE_MAX_WAIT_SECONDS of the open loop")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     args = parser.parse_args()
+    for name in ("checkpoint", "artifact", "baseline"):  # the servers run from other directories
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
     parts = [part for part in args.parts.split(",") if part]
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
