@@ -1,7 +1,7 @@
 """Side-by-side benchmark of the service, printed as figures and ratios (no pass/fail).
 
     .venv/bin/python k6/benchmark.py [--checkpoint DIR] [--artifact DIR] [--baseline CHECKOUT]
-                                     [--seconds 15] [--rounds 2] [--parts hot,compute,open,bulk,start]
+                                     [--seconds 12] [--rounds 2] [--parts hot,compute,open,bulk,start]
 
 With no --checkpoint it writes a random checkpoint of DistilBERT-base's shape (the product
 model's compute cost; real weights need the hub); with no --artifact it builds one from the
@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="Hugging Face checkpoint (default: random DistilBERT-base shape)")
     parser.add_argument("--artifact", type=Path, help="its built artifact (default: built here from the checkpoint)")
     parser.add_argument("--baseline", type=Path, help="a checkout of another revision, for the bulk and start parts")
-    parser.add_argument("--seconds", type=int, default=15, help="length of each k6 run")
+    parser.add_argument("--seconds", type=int, default=12, help="length of each k6 run")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the side-by-side comparisons")
     parser.add_argument("--queue-max-wait", type=float, default=0.5, help="QUEUE_MAX_WAIT_SECONDS of the open loop")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
