@@ -1,7 +1,7 @@
 """Side-by-side benchmark of the service, printed as figures and ratios (no pass/fail).
 
     .venv/bin/python k6/benchmark.py [--checkpoint DIR] [--artifact DIR] [--baseline CHECKOUT]
-                                     [--seconds 12] [--rounds 2] [--parts hot,compute,open,bulk,start]
+                                     [--seconds 12] [--rounds 2] [--parts hot,compute,open,bulk,start,largest]
 
 With no --checkpoint it writes a random checkpoint of DistilBERT-base's shape (the product
 model's compute cost; real weights need the hub); with no --artifact it builds one from the
