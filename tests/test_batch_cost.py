@@ -155,12 +155,23 @@ def test_the_padded_token_limit_still_bounds_the_chosen_batch(engine):
     batcher.stop()
 
 
-def test_the_batcher_feeds_the_engine_times_to_its_cost_model(engine):
+class SlowEngine(FakeEngine):
+    """Takes 2 ms per call plus 0.5 ms per padded token, so its measured cost has a known shape."""
+
+    def predict_encoded(self, encodings):
+        time.sleep(0.002 + 0.0005 * len(encodings) * max(len(e) for e in encodings))
+        return super().predict_encoded(encodings)
+
+
+def test_the_batcher_fits_its_cost_model_on_the_engine_times_it_measures():
+    engine = SlowEngine()
     batcher = Batcher(engine)
     for n in range(12):
-        batcher.submit([text_of(4 + n, f"solo{n}")]).result(timeout=10)
+        batcher.submit([text_of(4 + 2 * n, f"solo{n}")]).result(timeout=10)
     assert batcher.cost.fitted
-    assert batcher.cost.tokens_per_second() > 0
+    truth = formula(0.002, 0.0005, 0.0)(1, 20)
+    assert truth * 0.8 < batcher.cost.seconds(1, 20) < truth * 3, "sleeping only adds time, never removes it"
+    assert batcher.cost.tokens_per_second() < 1 / 0.0005
     batcher.stop()
 
 
