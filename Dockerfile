@@ -64,7 +64,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
  && pip install --no-cache-dir --require-hashes --no-deps --target "$INSTALLER_DIR" -r requirements/installer.txt
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" requirements/runtime.txt
-COPY pyproject.toml README.md app.py ./
+COPY pyproject.toml README.md app.py openapi.py ./
 COPY model/ model/
 # Then the service itself (app + model package) into site-packages. Bytecode is compiled now,
 # with hashes that are never re-checked, so a cold start reads .pyc files instead of compiling

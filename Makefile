@@ -22,6 +22,7 @@ UV_COMPILE  := UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet -
 # Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set, as it may be, every process
 # would otherwise compile torch and transformers again on import (about 3 s each).
 UV_SYNC     := $(UV) pip sync --quiet --strict --require-hashes --compile-bytecode
+BENCHMARK_ARGS ?=
 
 .PHONY: install tools system-deps lock lock-upgrade run test test-fast loadtest benchmark dashboard plan clean
 
@@ -116,9 +117,10 @@ test-fast: install
 loadtest: install
 	PORT=$(PORT) k6/run.sh $(SCENARIO)
 
-# Naive vs shipped over HTTP, HTTP vs engine, start-up and memory: printed figures, no verdict.
+# Hot cache against the minimal Flask handler and the seed-style app, HTTP against the engine,
+# open loop, bulk, start-up and memory: printed figures and ratios, no verdict.
 benchmark: install
-	$(BIN)/python k6/benchmark.py
+	$(BIN)/python k6/benchmark.py $(BENCHMARK_ARGS)
 
 # Regenerate the Grafana dashboard JSON after changing observability/dashboard.py.
 dashboard: install

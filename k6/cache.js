@@ -1,9 +1,13 @@
 // Cache: a hot set of texts requested with a skewed (Zipf-like) popularity, the way real
 // traffic repeats itself. Reports the share of answers served from Redis (X-Cache: hit) and
-// the latency of hits and misses apart. The hot set is salted per run, so each run starts cold.
+// the latency of hits and misses apart. The hot set is salted per run, so each run starts cold,
+// unless WARM=1: then setup requests every hot text once and the run measures hits only.
+// HOT_SALT fixes the salt, so that a second run asks for the same hot set.
+// Open loop at RPS by default; VUS=N makes it a closed loop of N clients (each sends its next
+// request when the last is answered), which measures the most hits per second.
 //
-//   k6/run.sh cache      RPS (default 50), DURATION (20s), HOT_SET (100 texts), ZIPF_S (1.1),
-//                        MIN_HIT_SHARE (0.8), SLO_P99_MS (150)
+//   k6/run.sh cache      RPS (default 50) or VUS, DURATION (20s), HOT_SET (100 texts), ZIPF_S (1.1),
+//                        WARM (0), HOT_SALT (random), MIN_HIT_SHARE (0.8), SLO_P99_MS (150)
 import { Counter, Rate, Trend } from 'k6/metrics';
 import {
   SUMMARY_TREND_STATS, cacheStatus, checkPrediction, discoverLabels, envNumber, predict, sloP99Ms,
@@ -23,17 +27,20 @@ const answers = new Counter('cache_answers');
 const hitLatency = new Trend('latency_cache_hit', true);
 const missLatency = new Trend('latency_cache_miss', true);
 
+const DURATION = __ENV.DURATION || '20s';
+const CLOSED_LOOP = { executor: 'constant-vus', vus: envNumber('VUS', 0), duration: DURATION };
+const OPEN_LOOP = {
+  executor: 'constant-arrival-rate',
+  rate: envNumber('RPS', 50),
+  timeUnit: '1s',
+  duration: DURATION,
+  preAllocatedVUs: 20,
+  maxVUs: envNumber('MAX_VUS', 100),
+};
+const WARM = envNumber('WARM', 0) === 1;
+
 export const options = {
-  scenarios: {
-    cache: {
-      executor: 'constant-arrival-rate',
-      rate: envNumber('RPS', 50),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: 20,
-      maxVUs: envNumber('MAX_VUS', 100),
-    },
-  },
+  scenarios: { cache: CLOSED_LOOP.vus > 0 ? CLOSED_LOOP : OPEN_LOOP },
   thresholds: {
     ...standardThresholds(SLO_MS),
     cache_hit: [`rate>${MIN_HIT_SHARE}`],
@@ -70,7 +77,10 @@ function zipfIndex() {
 
 export function setup() {
   // The salt makes this run's hot set new to the cache; the same for every VU.
-  const hotSet = Array.from({ length: HOT_SET }, (_, i) => `${textAt(i)} [hot ${Date.now().toString(36)}-${i}]`);
+  const salt = __ENV.HOT_SALT || Date.now().toString(36);
+  const hotSet = Array.from({ length: HOT_SET }, (_, i) => `${textAt(i)} [hot ${salt}-${i}]`);
+  // One text a request, as the run asks for them (a whole-response cache keys on the body).
+  for (let i = 0; WARM && i < hotSet.length; i += 1) predict([hotSet[i]], { tags: { phase: 'setup' } });
   return { labels: discoverLabels(), hotSet };
 }
 
@@ -103,6 +113,8 @@ export const handleSummary = summaryHandler('cache', (data) => ({
   ideal_hit_share: idealHitShare(metricValue(data, 'cache_hit', 'passes') + metricValue(data, 'cache_hit', 'fails')),
   answers: Object.fromEntries(STATUSES.map((status) => [status, metricValue(data, `cache_answers{x_cache:${status}}`, 'count')])),
   requests: metricValue(data, 'http_reqs', 'count'),
+  requests_per_second: metricValue(data, 'http_reqs', 'rate'),
+  p50_ms: metricValue(data, 'http_req_duration', 'med'),
   p99_ms: metricValue(data, 'http_req_duration', 'p(99)'),
   hit_p50_ms: metricValue(data, 'latency_cache_hit', 'med'),
   miss_p50_ms: metricValue(data, 'latency_cache_miss', 'med'),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run one k6 scenario and keep everything it produced in k6/results/<scenario>-<UTC time>/.
 #
-#   k6/run.sh SCENARIO [k6 run args...]     SCENARIO: smoke burst ramp cache batch coldstart
+#   k6/run.sh SCENARIO [k6 run args...]     SCENARIO: smoke burst ramp cache batch admission coldstart
 #
 # Which service, in this order:
 #   BASE_URL set (e.g. a Knative route, HOST=<ksvc host> when reached by IP): only run k6.

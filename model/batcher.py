@@ -1,20 +1,26 @@
 """Continuous cross-request dynamic batching in front of one engine.
 
 Each submitted text is tokenized once, in submit(): the token counts form the batches and the
-same encodings go to the engine. One engine thread runs batches back to back. When it is idle, a submission starts at once (no
-added wait at low load). While a batch runs, new texts queue; the next batch takes the oldest
-queued text plus the queued texts closest to it in length, as many as fit within
-BATCH_MAX_TEXTS, BATCH_MAX_TOKENS (padded tokens = texts x longest) and BATCH_MAX_PADDING.
-Every text of a batch is padded to the longest, and padding is compute spent for nothing: on
-a CPU a batch of mixed lengths can be slower than running its texts one by one, so a text
-joins only while the padding stays a small share of the real tokens. The oldest text always
-goes next, so a long text cannot starve.
+same encodings go to the engine. One engine thread runs batches back to back. When it is idle,
+a submission starts at once (no added wait at low load). While a batch runs, new texts queue;
+the next batch takes the oldest queued text plus the queued texts closest to it in length.
+Every text of a batch is padded to the longest, and padding is compute spent for nothing, while
+each engine call also has a fixed cost: how many texts to take is decided by the engine's own
+cost model (model/batch_cost.py, fitted on the batches it runs), which picks the batch with the
+most real tokens per second, within BATCH_MAX_TEXTS and BATCH_MAX_TOKENS (padded tokens =
+texts x longest). Until the model has seen enough batch shapes, a text joins only while the
+padding stays within BATCH_MAX_PADDING of the real tokens. The oldest text always goes next, so
+a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
-The queue is bounded twice: a submission that does not fit raises Overloaded at once, and a
-request none of whose texts has started after QUEUE_MAX_WAIT_SECONDS fails with Overloaded
-instead of being computed for a client that has likely given up. The limit is on waiting for
-others: once a request's first batch has started, the rest of its texts are computed, however
-long its own batches take (a retry would take as long, so shedding it would refuse it forever).
+
+Admission keeps the queue-wait promise: a submission is refused at once (Overloaded) when the
+queue is full, or when the texts already queued would take longer than QUEUE_MAX_WAIT_SECONDS
+at the engine's measured tokens per second; with nothing queued a request is always admitted,
+so an idle service serves any request within the limits. A request none of whose texts has
+started after QUEUE_MAX_WAIT_SECONDS still fails with Overloaded instead of being computed for a
+client that has likely given up. The limit is on waiting for others: once a request's first
+batch has started, the rest of its texts are computed, however long its own batches take (a
+retry would take as long, so shedding it would refuse it forever).
 
 With BATCHING=false each request runs alone (the naive configuration, for comparison), still
 one engine call at a time.
@@ -33,11 +39,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model import metrics
+from model.batch_cost import BatchCost
 
 if TYPE_CHECKING:
     from model.engines import Engine
 
 log = logging.getLogger(__name__)
+
+TIE = 1e-9  # relative difference in predicted tokens per second below which two batches are equal
 
 
 class Overloaded(Exception):
@@ -88,6 +97,8 @@ class Batcher:
         self.max_queue_texts = max_queue_texts
         self.batching = batching
         self._queue: list[_Item] = []
+        self._queued_tokens = 0  # real tokens of the queued texts
+        self.cost = BatchCost()
         self._waiting_alone = 0  # texts waiting for the engine lock (batching off)
         self._condition = threading.Condition()
         self._engine_lock = threading.Lock()
@@ -112,9 +123,23 @@ class Batcher:
                 raise Overloaded("the service is shutting down")
             if len(self._queue) + len(items) > self.max_queue_texts:
                 raise Overloaded(f"{len(self._queue)} texts are queued (limit {self.max_queue_texts})")
+            self._admit_by_predicted_wait()
             self._queue.extend(items)
+            self._queued_tokens += sum(item.tokens for item in items)
             self._condition.notify()
         return request.future
+
+    def _admit_by_predicted_wait(self) -> None:
+        """Refuse now what would be shed later: the queued texts' tokens at the measured pace."""
+        if not self._queue:
+            return  # nothing ahead: whatever its size, the request starts with the next batch
+        pace = self.cost.tokens_per_second()
+        if pace is None:
+            return
+        predicted = self._queued_tokens / pace
+        if predicted > self.max_wait_seconds:
+            raise Overloaded(f"the queued texts need about {predicted:.1f} s of engine time "
+                             f"(limit {self.max_wait_seconds:g} s)")
 
     def _run_alone(self, texts: list[str]) -> Future:
         """BATCHING=false: this request's texts only, in chunks of BATCH_MAX_TEXTS, one engine call at a time."""
@@ -154,9 +179,30 @@ class Batcher:
             self._run_batch(batch)
 
     def _take_batch(self) -> list[_Item]:
-        """The oldest item, then the others closest to it in length while every limit allows."""
+        """The oldest item, then the others closest to it in length, as many as pay off (see module doc)."""
         oldest = self._queue[0]
         others = sorted(self._queue[1:], key=lambda item: abs(item.tokens - oldest.tokens))
+        chosen = self._best_prefix(oldest, others) if self.cost.fitted else self._within_padding(oldest, others)
+        taken = set(map(id, chosen))
+        self._queue = [item for item in self._queue if id(item) not in taken]
+        self._queued_tokens -= sum(item.tokens for item in chosen)
+        return sorted(chosen, key=lambda item: item.tokens)
+
+    def _best_prefix(self, oldest: _Item, others: list[_Item]) -> list[_Item]:
+        """Of the oldest plus its nearest neighbours, the count with the most real tokens per second."""
+        best_count, best_rate = 1, oldest.tokens / self.cost.seconds(1, oldest.tokens)
+        longest, real_tokens = oldest.tokens, oldest.tokens
+        for count, item in enumerate(others[:self.max_batch_texts - 1], start=2):
+            longest, real_tokens = max(longest, item.tokens), real_tokens + item.tokens
+            if longest * count > self.max_batch_tokens:
+                break  # padded tokens only grow with the count: every larger batch is over too
+            rate = real_tokens / self.cost.seconds(count, longest)
+            if rate >= best_rate * (1 - TIE):  # a tie goes to the larger batch: the queue drains sooner
+                best_count, best_rate = count, rate
+        return [oldest, *others[:best_count - 1]]
+
+    def _within_padding(self, oldest: _Item, others: list[_Item]) -> list[_Item]:
+        """Before the cost model is fitted: neighbours join while the padding stays within BATCH_MAX_PADDING."""
         chosen, longest, real_tokens = [oldest], oldest.tokens, oldest.tokens
         for item in others:
             if len(chosen) >= self.max_batch_texts:
@@ -168,9 +214,7 @@ class Batcher:
                 continue
             chosen.append(item)
             longest, real_tokens = max(longest, item.tokens), real_tokens + item.tokens
-        taken = set(map(id, chosen))
-        self._queue = [item for item in self._queue if id(item) not in taken]
-        return sorted(chosen, key=lambda item: item.tokens)
+        return chosen
 
     def _run_batch(self, batch: list[_Item]) -> None:
         now = time.perf_counter()
@@ -185,12 +229,15 @@ class Batcher:
             metrics.QUEUE_WAIT.observe(now - item.queued_at)
         try:
             with self._engine_lock:
+                started = time.perf_counter()
                 scores = self._infer([item.encoding for item in batch])
+                seconds = time.perf_counter() - started
         except Exception as error:  # an engine failure fails this batch's requests, not the service
             log.error("engine batch of %d texts failed: %s", len(batch), error)
             for item in batch:
                 _fail(item.request, error)
             return
+        self.cost.observe(len(batch), batch[-1].tokens, sum(item.tokens for item in batch), seconds)
         for item, row in zip(batch, scores, strict=True):
             request = item.request
             if request.scores is None:

@@ -7,6 +7,13 @@ scores that were computed. Reads are one MGET, writes one non-transactional pipe
 Redis down or frozen: every call has a short socket timeout (CACHE_TIMEOUT_SECONDS), no retry;
 an error is counted, the request is served uncached, and Redis is skipped for
 CACHE_RETRY_SECONDS (a circuit breaker) before the next call tries again on a fresh connection.
+
+In front of Redis, each worker keeps the rows it read from or wrote to Redis in memory
+(CACHE_LOCAL_TEXTS rows of texts up to 1000 characters, each for CACHE_LOCAL_SECONDS, at most
+CACHE_TTL_SECONDS): a text requested again soon, the common case of a hot cache, costs a dict
+look-up instead of a Redis round trip. Only rows that Redis accepted or returned enter it, and
+they are the scores computed for this model and precision, like every Redis entry. The oldest
+rows leave first when it is full.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CacheState = Literal["ok", "unavailable", "disabled"]
 VALUE_DTYPE = np.dtype("<f4")
+LOCAL_MAX_TEXT_CHARS = 1000  # longer texts are rarely repeated verbatim: they stay in Redis only
 
 
 class PredictionCache:
@@ -39,6 +47,8 @@ class PredictionCache:
         key_prefix: str = "sentiment:",
         timeout_seconds: float = 0.05,
         retry_seconds: float = 2.0,
+        local_texts: int = 4096,
+        local_seconds: float = 60.0,
     ) -> None:
         self.namespace = namespace
         self.label_count = label_count
@@ -49,6 +59,7 @@ class PredictionCache:
         self._lock = threading.Lock()
         self._skip_until = 0.0  # monotonic time before which Redis is not called
         self._healthy = self._client is not None
+        self._local = LocalRows(local_texts if self._client is not None else 0, min(local_seconds, ttl_seconds))
 
     @property
     def enabled(self) -> bool:
@@ -73,7 +84,12 @@ class PredictionCache:
                 self._failed("ping", error)
         return self.state()
 
+    def get_local(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The rows of these texts that this worker holds in memory (no Redis call)."""
+        return self._local.get_many(texts)
+
     def get_many(self, texts: list[str]) -> list[np.ndarray | None] | None:
+        """One MGET: a row or None per text, or None as a whole when Redis is disabled or did not answer."""
         if self._client is None or not texts or not self._available():
             return None
         try:
@@ -82,7 +98,9 @@ class PredictionCache:
             self._failed("get", error)
             return None
         self._succeeded()
-        return [self._decode(value) for value in values]
+        rows = [self._decode(value) for value in values]
+        self._local.put_many((text, row) for text, row in zip(texts, rows) if row is not None)
+        return rows
 
     def set_many(self, rows: dict[str, np.ndarray]) -> bool:
         if self._client is None or not rows or not self._available():
@@ -96,6 +114,7 @@ class PredictionCache:
             self._failed("set", error)
             return False
         self._succeeded()
+        self._local.put_many(rows.items())
         return True
 
     def close(self) -> None:
@@ -140,3 +159,39 @@ def _connect(url: str, timeout_seconds: float):
         retry=Retry(NoBackoff(), 0),  # one try: the breaker, not the client, decides when to retry
         health_check_interval=0,
     )
+
+
+class LocalRows:
+    """A bounded, expiring map of text -> row in this process; the oldest entries leave first.
+
+    Reads take no lock (a dict look-up is atomic in CPython); writes and evictions do.
+    """
+
+    def __init__(self, capacity: int, lifetime_seconds: float) -> None:
+        self.capacity = capacity
+        self.lifetime_seconds = lifetime_seconds
+        self._rows: dict[str, tuple[float, np.ndarray]] = {}  # text -> (expires at, row), oldest first
+        self._lock = threading.Lock()
+
+    def get_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if not self._rows:
+            return {}
+        now = time.monotonic()
+        found = {}
+        for text in texts:
+            entry = self._rows.get(text)
+            if entry is not None and entry[0] > now:
+                found[text] = entry[1]
+        return found
+
+    def put_many(self, rows) -> None:
+        if self.capacity <= 0:
+            return
+        expires_at = time.monotonic() + self.lifetime_seconds
+        with self._lock:
+            for text, row in rows:
+                if len(text) <= LOCAL_MAX_TEXT_CHARS:
+                    self._rows.pop(text, None)  # re-inserted at the end: it leaves last
+                    self._rows[text] = (expires_at, row)
+            while len(self._rows) > self.capacity:
+                del self._rows[next(iter(self._rows))]

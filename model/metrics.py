@@ -51,7 +51,8 @@ INFERENCE_DURATION = Histogram(
 )
 TEXTS = Counter(
     "sentiment_texts_total",
-    "Distinct texts of each request, by where their scores came from.",
+    "Distinct texts of each request, by where their scores came from: the cache, computed for this "
+    "request, or shared with another request that was computing the same text.",
     ["source"],
 )
 CACHE_ERRORS = Counter(
@@ -72,11 +73,30 @@ BUILD_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 
-# Pre-create the label sets that are known up front, so they show (as 0) before first use.
-for _source in ("cache", "computed"):
-    TEXTS.labels(source=_source)
+# The label sets known up front, bound once (a label look-up on every request costs more than
+# the increment) and shown as 0 before first use.
+TEXTS_FROM_CACHE = TEXTS.labels(source="cache")
+TEXTS_COMPUTED = TEXTS.labels(source="computed")
+TEXTS_SHARED = TEXTS.labels(source="shared")
 for _operation in ("get", "set"):
     CACHE_ERRORS.labels(operation=_operation)
+
+
+class RequestDurations:
+    """HTTP_REQUEST_DURATION's children by (route, method, status), each looked up once."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], object] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        child = self._children.get((route, method, status))
+        if child is None:
+            child = HTTP_REQUEST_DURATION.labels(route=route, method=method, status=str(status))
+            self._children[(route, method, status)] = child
+        child.observe(seconds)
+
+
+HTTP_DURATIONS = RequestDurations()
 
 
 def exposition() -> tuple[bytes, str]:

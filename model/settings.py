@@ -75,15 +75,18 @@ class Settings(BaseSettings):
     batch_max_tokens: int = Field(8192, ge=64, description="Most padded tokens (texts x longest) in one engine batch.")
     batch_max_padding: float = Field(
         0.25, ge=0, le=10,
-        description="Padding a batch may add, as a share of its real tokens; texts of other lengths wait for the next batch.",
+        description="Until the engine's measured cost model is fitted (its first few batches): padding a batch may "
+        "add, as a share of its real tokens; after that, batches are chosen by measured tokens per second.",
     )
     queue_max_texts: int = Field(
         1024, ge=1, description="Texts waiting for the engine; past this, 503 + Retry-After. At least MAX_BATCH_TEXTS."
     )
     queue_max_wait_seconds: float = Field(
         10.0, gt=0, le=600,
-        description="A request whose texts waited this long and none reached the engine gets 503 + Retry-After; "
-        "the time its own batches take does not count. Below GRACEFUL_TIMEOUT_SECONDS.",
+        description="A request is refused at once (503 + Retry-After) when the texts queued ahead of it need longer "
+        "than this at the engine's measured pace (never with nothing queued ahead), and one whose texts waited this "
+        "long and none reached the engine gets 503; the time its own batches take does not count. Below "
+        "GRACEFUL_TIMEOUT_SECONDS.",
     )
 
     # --- Redis cache -------------------------------------------------------------------------
@@ -92,6 +95,13 @@ class Settings(BaseSettings):
     cache_key_prefix: str = Field("sentiment:", description="Prefix of every cache key, to share a Redis.")
     cache_timeout_seconds: float = Field(0.05, gt=0, le=10, description="Socket timeout of each Redis call.")
     cache_retry_seconds: float = Field(2.0, ge=0, le=300, description="After a Redis failure, bypass it this long before retrying.")
+    cache_local_texts: int = Field(
+        4096, ge=0, le=1_000_000,
+        description="Rows each worker keeps in memory in front of Redis (texts up to 1000 characters); 0 = none.",
+    )
+    cache_local_seconds: float = Field(
+        60.0, gt=0, le=86400, description="Lifetime of a row kept in memory (at most CACHE_TTL_SECONDS)."
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":

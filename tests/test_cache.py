@@ -127,3 +127,52 @@ def test_ping_reports_the_state(redis_factory):
     assert cache.ping() == "ok"
     server.stop()
     assert cache.ping() == "unavailable"
+
+
+# --- rows kept in memory in front of Redis -------------------------------------------------------
+
+
+def test_rows_redis_accepted_or_returned_are_then_served_from_memory(redis_server):
+    writer = make_cache(redis_server.url, namespace="local-rows")
+    reader = make_cache(redis_server.url, namespace="local-rows")
+    stored = rows(["written here", "read from redis"])
+    assert writer.set_many({"written here": stored["written here"]})
+    assert writer.set_many({"read from redis": stored["read from redis"]}) and reader.get_many(["read from redis"])
+    redis_server.client().delete(writer.key("written here"), writer.key("read from redis"))  # Redis no longer has them
+    for cache, text in ((writer, "written here"), (reader, "read from redis")):
+        (row,) = cache.get_local([text]).values()
+        assert row.tobytes() == np.asarray(stored[text], dtype=np.float32).tobytes()
+    assert reader.get_local(["written here"]) == {}, "only this worker's own reads and writes"
+
+
+def test_rows_in_memory_live_no_longer_than_the_redis_entry(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-lifetime", ttl_seconds=1, local_seconds=60)
+    cache.set_many(rows(["short-lived"]))
+    assert cache.get_local(["short-lived"])
+    wait_until(lambda: redis_server.client().exists(cache.key("short-lived")) == 0, 5, "Redis to expire the entry")
+    assert cache.get_local(["short-lived"]) == {}
+
+
+def test_memory_holds_at_most_its_capacity_and_the_oldest_rows_leave_first(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-capacity", local_texts=3)
+    for text in ("one", "two", "three", "four"):
+        cache.set_many(rows([text]))
+    assert set(cache.get_local(["one", "two", "three", "four"])) == {"two", "three", "four"}
+
+
+def test_without_redis_nothing_is_kept_in_memory(redis_factory):
+    assert make_cache(None).get_local(["anything"]) == {}
+    server = redis_factory()
+    cache = make_cache(server.url, namespace="local-outage")
+    server.stop()
+    assert cache.set_many(rows(["not accepted"])) is False
+    assert cache.get_local(["not accepted"]) == {}, "a row Redis did not accept is not served later"
+
+
+def test_another_namespace_never_sees_the_rows_in_memory(redis_server):
+    first = make_cache(redis_server.url, namespace="weights-a|onnx-fp32|local")
+    other_precision = make_cache(redis_server.url, namespace="weights-a|onnx-int8|local")
+    first.set_many(rows(["seen by one model"]))
+    assert first.get_local(["seen by one model"])
+    assert other_precision.get_local(["seen by one model"]) == {}
+    assert other_precision.get_many(["seen by one model"]) == [None]

@@ -24,7 +24,7 @@ from tests.conftest import VENV_BIN, free_port, service_env
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "k6" / "run.sh"
 K6 = Path(sys.executable).parent / "k6"
-SCENARIOS = ("smoke", "burst", "ramp", "cache", "batch", "coldstart")
+SCENARIOS = ("smoke", "burst", "ramp", "cache", "batch", "admission", "coldstart")
 K6_THRESHOLD_FAILED = 99
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from model.cache import PredictionCache
 from model.engines import predict_texts
 from model.predictor import Predictor
 from model.settings import Settings
+from tests.conftest import wait_until
 from tests.fakes import FakeEngine
 
 
@@ -138,4 +140,56 @@ def test_scores_are_float32_exact_after_the_cache(engine, redis_server):
     assert cached == computed
     assert [score for _, score in computed] == sorted(
         np.asarray(engine.expected(["exactness"])[0], dtype=np.float32).tolist(), reverse=True)
+    predictor.close()
+
+
+# --- single flight ------------------------------------------------------------------------------
+
+
+def computations_of(engine: FakeEngine, text: str) -> int:
+    return sum(batch.count(text) for batch in engine.batches)
+
+
+@pytest.mark.parametrize("redis", [False, True], ids=["no-redis", "redis"])
+def test_concurrent_identical_requests_share_one_computation(engine, redis_server, redis):
+    """A text posted by many clients at once costs one engine slot; every client gets its scores."""
+    predictor = make_predictor(engine, redis_server.url if redis else None, f"single-flight-{redis}")
+    clients, trending = 32, f"a trending review everyone posts at once ({redis})"
+    shared_before = texts_counted("shared")
+    engine.hold()
+    blocker = predictor.batcher.submit(["blocker"])  # the engine is busy: the trending text queues
+    assert engine.running.wait(10)
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(predictor.predict, [trending, f"own text {n}"]) for n in range(clients)]
+        wait_until(lambda: len(predictor.batcher._queue) == clients + 1, 10, "every request to queue its texts")
+        engine.release()
+        predictions = [future.result(timeout=30) for future in futures]
+    blocker.result(timeout=10)
+
+    assert computations_of(engine, trending) == 1
+    expected = sorted(engine.expected([trending])[0].tolist(), reverse=True)
+    for n, prediction in enumerate(predictions):
+        assert [score for _, score in prediction.scores[0]] == expected
+        assert dict(prediction.scores[1]) == dict(zip(engine.labels, engine.expected([f"own text {n}"])[0].tolist()))
+    assert texts_counted("shared") - shared_before == clients - 1
+    predictor.close()
+
+
+def test_a_failed_shared_computation_fails_every_request_waiting_on_it_then_is_retried():
+    engine = FakeEngine(fail_on="doomed text")
+    predictor = make_predictor(engine, None, "single-flight-failure")
+    engine.hold()
+    blocker = predictor.batcher.submit(["blocker"])
+    assert engine.running.wait(10)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(predictor.predict, ["doomed text", f"own text {n}"]) for n in range(8)]
+        wait_until(lambda: len(predictor.batcher._queue) == 8 + 1, 10, "every request to queue its texts")
+        engine.release()
+        errors = [future.exception(timeout=30) for future in futures]
+    blocker.result(timeout=10)
+    assert all(isinstance(error, RuntimeError) and "doomed text" in str(error) for error in errors)
+    assert computations_of(engine, "doomed text") == 1
+    engine.fail_on = None
+    assert predictor.predict(["doomed text"]).scores  # nothing left in flight: computed again
+    assert computations_of(engine, "doomed text") == 2
     predictor.close()

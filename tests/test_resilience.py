@@ -92,9 +92,11 @@ def test_overload_is_shed_with_503_and_retry_after(service, tiny_artifact):
     overloadable = service({"MODEL_DIR": tiny_artifact, "QUEUE_MAX_TEXTS": "4", "MAX_BATCH_TEXTS": "4",
                             "BATCH_MAX_TEXTS": "1", "RETRY_AFTER_SECONDS": "2"})
     try:
-        long_texts = [" ".join(["sentence"] * 300) + f" {n}" for n in range(3)]
+        def long_texts(request: int) -> list[str]:  # distinct per request: identical ones share one computation
+            return [" ".join(["sentence"] * 300) + f" {request}-{n}" for n in range(3)]
+
         with ThreadPoolExecutor(max_workers=24) as pool:
-            answers = list(pool.map(lambda _: post(overloadable, long_texts, timeout=60), range(48)))
+            answers = list(pool.map(lambda request: post(overloadable, long_texts(request), timeout=60), range(48)))
         statuses = {response.status_code for response in answers}
         assert statuses == {200, 503}
         shed = [response for response in answers if response.status_code == 503]

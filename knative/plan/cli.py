@@ -81,7 +81,7 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 def _build_artifact(bench, workdir: Path) -> Path:
     print("building an artifact of DistilBERT-base's shape (random weights) ...")
-    return bench.prepare(None, workdir)[1]
+    return bench.prepare(None, None, workdir)[1]
 
 
 def _print_validation(bench, measured: dict, model_dir: Path, overrides: dict[str, str], step_seconds: int,

@@ -37,7 +37,7 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 
 
 def load_benchmark():
-    """The repo's HTTP benchmark machinery (k6/benchmark.py: Service, k6_summary, prepare).
+    """The repo's HTTP benchmark machinery (k6/benchmark.py: service, k6_summary, prepare).
     It is a script beside the k6 scenarios, so it is loaded from its path."""
     spec = importlib.util.spec_from_file_location("k6_benchmark", REPO / "k6" / "benchmark.py")
     module = importlib.util.module_from_spec(spec)
@@ -148,11 +148,11 @@ def measure(model_dir: Path, shapes: list[int], seconds: int, starts: int, overr
         f" {service_info['threads']} threads, model {service_info['model_id']}@{service_info['fingerprint'][:12]}")
     ready_seconds = []
     for _ in range(starts):
-        service = bench.Service(env, workdir / "service.log")
+        service = bench.service(env, workdir / "service.log")
         ready_seconds.append(service.ready_seconds)
         service.stop()
     say(f"  process start to /ready: median {statistics.median(ready_seconds):.2f} s over {starts} starts")
-    service = bench.Service(env, workdir / "service.log")
+    service = bench.service(env, workdir / "service.log")
     try:
         measured = {str(texts): {"texts_per_request": texts,
                                  "points": measure_shape(bench, service.base_url, texts, seconds,

@@ -101,7 +101,7 @@ def measure_steps(bench, model_dir: Path, overrides: dict[str, str], rates: list
     """k6/ramp.js against a fresh local pod; per step: p50, p99, achieved rate; and the CPUs the
     pod and everything else (k6 included) used meanwhile: other work on the machine takes
     capacity from the pod, which matters most near saturation."""
-    service = bench.Service({"MODEL_DIR": str(model_dir), **overrides}, workdir / "service.log")
+    service = bench.service({"MODEL_DIR": str(model_dir), **overrides}, workdir / "service.log")
     try:
         env = {"BASE_URL": service.base_url, "RATES": ",".join(map(rate_label, rates)), "STEP": str(step_seconds),
                "RISE": str(RISE_SECONDS), "SLO_P99_MS": "600000", "MAX_VUS": "400"}

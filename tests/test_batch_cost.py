@@ -1,0 +1,236 @@
+"""Batches chosen by the engine's measured cost, and admission by the queue's predicted wait.
+
+The references are cost formulas written here: BatchCost must recover them from observed
+batches, and the batcher must pick, of the batches it may form, the one a formula says scores
+the most real tokens per second. Admission is checked against the wait those formulas predict.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from model.batch_cost import BatchCost
+from model.batcher import Batcher, Overloaded
+from tests.fakes import FakeEngine
+
+
+def formula(per_batch: float, per_token: float, per_pair: float):
+    """Seconds of a batch of `texts` rows padded to `longest` tokens."""
+    return lambda texts, longest: per_batch + per_token * texts * longest + per_pair * texts * longest ** 2
+
+
+class KnownCost:
+    """A cost model given by a formula (the batcher's choice is checked against it), at a known pace."""
+
+    fitted = True
+
+    def __init__(self, seconds, tokens_per_second: float | None = None) -> None:
+        self.seconds = seconds
+        self.pace = tokens_per_second
+
+    def observe(self, texts: int, longest: int, real_tokens: int, seconds: float) -> None:
+        pass  # the formula is the truth here, whatever the fake engine's own timing
+
+    def tokens_per_second(self) -> float | None:
+        return self.pace
+
+
+def text_of(tokens: int, tag: str) -> str:
+    """A text the fake engine counts as `tokens` tokens (its words plus two special tokens)."""
+    return " ".join([tag] + ["word"] * (tokens - 3))
+
+
+@pytest.fixture
+def engine():
+    engine = FakeEngine()
+    yield engine
+    engine.release()
+
+
+def occupy_engine(batcher: Batcher, engine: FakeEngine):
+    engine.hold()
+    blocker = batcher.submit(["blocker"])
+    assert engine.running.wait(10), "the engine never started a batch"
+    return blocker
+
+
+# --- the fit ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("truth", [
+    formula(0.004, 2e-5, 0.0),  # fixed cost per call and linear work
+    formula(0.0, 1e-5, 4e-8),  # no fixed cost, attention's square dominates long texts
+    formula(0.002, 1e-5, 1e-8),
+])
+def test_the_fit_recovers_the_cost_of_shapes_it_never_saw(truth):
+    cost = BatchCost()
+    seen = [(texts, longest) for texts in (1, 2, 4, 8, 16) for longest in (8, 24, 64)]
+    for texts, longest in seen:
+        cost.observe(texts, longest, texts * longest, truth(texts, longest))
+    assert cost.fitted
+    for texts, longest in [(3, 40), (12, 16), (32, 128), (1, 300)]:
+        assert cost.seconds(texts, longest) == pytest.approx(truth(texts, longest), rel=0.01)
+
+
+def test_the_pace_is_real_tokens_over_engine_time():
+    cost = BatchCost()
+    assert cost.tokens_per_second() is None
+    batches = [(4, 20, 60, 0.010), (8, 30, 150, 0.030), (1, 10, 10, 0.002)]
+    for batch in batches:
+        cost.observe(*batch)
+    assert cost.tokens_per_second() == pytest.approx((60 + 150 + 10) / (0.010 + 0.030 + 0.002))
+
+
+def test_too_few_shapes_leave_the_padding_rule_in_charge():
+    cost = BatchCost()
+    for _ in range(10):
+        cost.observe(4, 16, 64, 0.01)
+    assert not cost.fitted
+
+
+# --- the batch the batcher takes --------------------------------------------------------------
+
+
+def queue_behind_a_blocker(batcher: Batcher, engine: FakeEngine, texts: list[str]):
+    blocker = occupy_engine(batcher, engine)
+    futures = [batcher.submit([text]) for text in texts]
+    engine.release()
+    blocker.result(timeout=10)
+    for future in futures:
+        future.result(timeout=10)
+    return engine.batches[2:] if batcher.batching else None
+
+
+def test_a_fixed_cost_per_call_takes_every_queued_text_in_one_batch(engine):
+    batcher = Batcher(engine, max_padding=0.0)  # the padding rule alone would split these lengths
+    batcher.cost = KnownCost(formula(0.05, 1e-6, 0.0))
+    texts = [text_of(n, f"t{n}") for n in (5, 9, 14, 20, 6, 11)]
+    batches = queue_behind_a_blocker(batcher, engine, texts)
+    assert [sorted(batch) for batch in engine.batches[1:]] == [sorted(texts)]
+    assert batches == []
+    batcher.stop()
+
+
+def test_when_padding_is_all_that_costs_texts_of_another_length_wait_for_their_own_batch(engine):
+    batcher = Batcher(engine, max_padding=10.0)  # the padding rule alone would take them all
+    batcher.cost = KnownCost(formula(0.0, 1e-5, 0.0))
+    short = [text_of(4, f"short{n}") for n in range(3)]
+    long = [text_of(40, f"long{n}") for n in range(3)]
+    queue_behind_a_blocker(batcher, engine, [short[0], long[0], short[1], long[1], short[2], long[2]])
+    assert [sorted(batch) for batch in engine.batches[1:]] == [sorted(short), sorted(long)]
+    batcher.stop()
+
+
+@pytest.mark.parametrize("truth", [formula(0.003, 2e-5, 1e-7), formula(0.0005, 1e-5, 5e-8)])
+def test_the_next_batch_is_the_one_with_the_most_real_tokens_per_second(engine, truth):
+    batcher = Batcher(engine, max_batch_texts=16)
+    batcher.cost = KnownCost(truth)
+    lengths = [12, 30, 13, 60, 15, 11, 28, 90, 14, 12]
+    texts = [text_of(n, f"x{i}") for i, n in enumerate(lengths)]
+    queue_behind_a_blocker(batcher, engine, texts)
+    first = engine.batches[1]
+
+    # The candidates: the oldest text plus its k nearest in length (ties: the earlier queued).
+    oldest = lengths[0]
+    order = sorted(range(1, len(lengths)), key=lambda i: abs(lengths[i] - oldest))
+    def rate(k: int) -> float:
+        chosen = [lengths[0]] + [lengths[i] for i in order[:k]]
+        return sum(chosen) / truth(len(chosen), max(chosen))
+    best = max(range(len(order) + 1), key=rate)
+    expected = [texts[0]] + [texts[i] for i in order[:best]]
+    assert sorted(first) == sorted(expected)
+    assert 1 < len(first) < len(texts), "the case must need a choice"
+    batcher.stop()
+
+
+def test_the_padded_token_limit_still_bounds_the_chosen_batch(engine):
+    batcher = Batcher(engine, max_batch_tokens=100)
+    batcher.cost = KnownCost(formula(1.0, 0.0, 0.0))  # a huge fixed cost: as many as allowed
+    texts = [text_of(20, f"t{n}") for n in range(8)]
+    queue_behind_a_blocker(batcher, engine, texts)
+    assert [len(batch) for batch in engine.batches[1:]] == [5, 3]
+    batcher.stop()
+
+
+class SlowEngine(FakeEngine):
+    """Takes 2 ms per call plus 0.5 ms per padded token, so its measured cost has a known shape."""
+
+    def predict_encoded(self, encodings):
+        time.sleep(0.002 + 0.0005 * len(encodings) * max(len(e) for e in encodings))
+        return super().predict_encoded(encodings)
+
+
+def test_the_batcher_fits_its_cost_model_on_the_engine_times_it_measures():
+    engine = SlowEngine()
+    batcher = Batcher(engine)
+    for n in range(12):
+        batcher.submit([text_of(4 + 2 * n, f"solo{n}")]).result(timeout=10)
+    assert batcher.cost.fitted
+    truth = formula(0.002, 0.0005, 0.0)(1, 20)
+    assert truth * 0.8 < batcher.cost.seconds(1, 20) < truth * 3, "sleeping only adds time, never removes it"
+    assert batcher.cost.tokens_per_second() < 1 / 0.0005
+    batcher.stop()
+
+
+# --- admission --------------------------------------------------------------------------------
+
+
+def test_a_request_is_refused_at_once_when_the_queued_work_would_outlast_the_wait_limit(engine):
+    batcher = Batcher(engine, max_wait_seconds=1.0)
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=100.0)
+    blocker = occupy_engine(batcher, engine)
+    queued = [batcher.submit([text_of(30, f"q{n}")]) for n in range(3)]  # 90 tokens: 0.9 s of work
+    admitted = batcher.submit([text_of(30, "still within")])  # 0.9 s ahead of it: admitted
+    started = time.perf_counter()
+    with pytest.raises(Overloaded, match="engine time"):
+        batcher.submit(["one more"])  # 120 tokens = 1.2 s ahead of it
+    assert time.perf_counter() - started < 0.05, "refused on arrival, not after waiting"
+    engine.release()
+    for future in [blocker, *queued, admitted]:
+        future.result(timeout=10)
+    np.testing.assert_array_equal(batcher.submit(["one more"]).result(timeout=10), engine.expected(["one more"]))
+    batcher.stop()
+
+
+def test_a_request_with_nothing_queued_ahead_is_always_admitted(engine):
+    """An idle service serves any request within the limits, however slow the engine measured."""
+    batcher = Batcher(engine, max_wait_seconds=0.1, max_queue_texts=64)
+    batcher.cost = KnownCost(formula(0.0, 1.0, 0.0), tokens_per_second=1.0)
+    large = [text_of(200, f"large{n}") for n in range(64)]  # 12,800 tokens: hours at this pace
+    np.testing.assert_array_equal(batcher.submit(large).result(timeout=10), engine.expected(large))
+    blocker = occupy_engine(batcher, engine)  # the engine busy, nothing queued: still admitted
+    behind = batcher.submit(large[:8])
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(behind.result(timeout=10), engine.expected(large[:8]))
+    batcher.stop()
+
+
+def test_overload_by_predicted_wait_is_a_503_with_retry_after_over_http(engine):
+    import app as app_module
+    from model.cache import PredictionCache
+    from model.predictor import Predictor
+    from model.settings import Settings
+
+    settings = Settings(retry_after_seconds=2, queue_max_wait_seconds=0.5)
+    batcher = Batcher(engine, max_wait_seconds=settings.queue_max_wait_seconds)
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=100.0)
+    cache = PredictionCache(None, namespace="admission", label_count=len(engine.labels))
+    client = app_module.create_app(Predictor(engine, batcher, cache, model_string="fake@0"), settings).test_client()
+    blocker = occupy_engine(batcher, engine)
+    queued = batcher.submit([text_of(60, "ahead")])  # 0.6 s of engine time ahead
+    started = time.perf_counter()
+    response = client.post("/predict", json={"text": ["refused"]})
+    elapsed = time.perf_counter() - started
+    engine.release()
+    blocker.result(timeout=10)
+    queued.result(timeout=10)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert "overloaded" in response.get_json()["detail"]
+    assert elapsed < 0.25, f"answered after {elapsed:.2f} s, not at once"
+    assert client.post("/predict", json={"text": ["refused"]}).status_code == 200  # the retry succeeds
+    batcher.stop()
