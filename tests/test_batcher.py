@@ -60,8 +60,10 @@ def test_work_queued_during_a_batch_runs_together_in_the_next_batch(engine):
 
 
 def test_concurrent_submissions_each_get_exactly_their_own_scores(engine):
-    batcher = Batcher(engine, max_batch_texts=16)
-    requests = [[f"request {n} text {i}" for i in range(1 + n % 4)] for n in range(64)]
+    """Texts of many lengths, so batches are reordered by length and padded inside the batcher."""
+    batcher = Batcher(engine, max_batch_texts=16, max_padding=10)
+    requests = [[f"request {n} text {i} " + "word " * ((7 * n + 5 * i) % 23) for i in range(1 + n % 4)] for n in range(64)]
+    assert len({len(text.split()) for texts in requests for text in texts}) > 16
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(lambda texts: batcher.submit(texts).result(timeout=10), requests))
     for texts, scores in zip(requests, results):
