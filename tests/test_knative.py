@@ -18,11 +18,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import KUBECTL, NODE
+
 ROOT = Path(__file__).resolve().parents[1]
 KNATIVE = ROOT / "knative"
 SCRIPTS = KNATIVE / "scripts"
-KUBECTL = shutil.which("kubectl")
-NODE = shutil.which("node")
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 ENVIRONMENTS = {"dev": "sentiment-dev", "prod": "sentiment"}
 KSVC = ("serving.knative.dev/v1", "Service")
