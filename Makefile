@@ -23,7 +23,7 @@ UV_COMPILE  := UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet -
 # would otherwise compile torch and transformers again on import (about 3 s each).
 UV_SYNC     := $(UV) pip sync --quiet --strict --require-hashes --compile-bytecode
 
-.PHONY: install tools system-deps lock lock-upgrade run test test-fast loadtest benchmark dashboard clean
+.PHONY: install tools system-deps lock lock-upgrade run test test-fast mutation loadtest benchmark dashboard clean
 
 # uv itself, hash-checked, installed by pip into .venv (uv's own sync leaves pip in place).
 $(UV): $(LOCKS)/installer.txt
@@ -112,6 +112,13 @@ test:
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# mutmut over the serving core against the fast tests ([tool.mutmut] in pyproject.toml), then the
+# kill rate per file. `.venv/bin/mutmut results` lists the survivors, `mutmut show NAME` shows one.
+mutation: install
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(or $(MUTATION_CHILDREN),$(shell nproc))
+	$(BIN)/python tests/mutation_rates.py
+
 # Against the service `make run` serves on PORT, unless MODEL_DIR or BASE_URL is set (k6/run.sh).
 loadtest: install
 	PORT=$(PORT) k6/run.sh $(SCENARIO)
@@ -125,4 +132,4 @@ dashboard: install
 	$(BIN)/python observability/dashboard.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) .run .pytest_cache k6/results
+	rm -rf $(VENV) $(TOOLS_VENV) .run .pytest_cache k6/results mutants

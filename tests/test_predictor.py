@@ -112,6 +112,7 @@ def test_overload_reaches_the_caller(engine):
     predictor.close()
 
 
+@pytest.mark.slow  # loads torch and a checkpoint (the first also exports ONNX)
 def test_from_settings_serves_the_real_tiny_model(tiny_artifact, redis_server):
     settings = Settings(model_dir=tiny_artifact, redis_url=redis_server.url, cache_key_prefix="predictor-real:")
     predictor = Predictor.from_settings(settings)
@@ -150,6 +151,7 @@ def torch_predictor(checkpoint, redis_url: str | None, prefix: str) -> Predictor
         model_dir=checkpoint, backend="torch", precision="fp32", redis_url=redis_url, cache_key_prefix=prefix))
 
 
+@pytest.mark.slow  # loads torch and a checkpoint (the first also exports ONNX)
 def test_two_checkpoints_with_the_same_labels_never_share_cache_entries(tiny_checkpoint, tmp_path, redis_server):
     """Same labels, same backend and precision, other weights: the second model must compute its
     own answers, not read the first one's from the shared Redis."""
@@ -172,6 +174,7 @@ def test_two_checkpoints_with_the_same_labels_never_share_cache_entries(tiny_che
         second.close()
 
 
+@pytest.mark.slow  # loads torch and a checkpoint (the first also exports ONNX)
 def test_labels_follow_id2label_indices_not_the_order_config_json_lists_them(tmp_path):
     from model.builder.checkpoints import build_tiny_checkpoint
 
