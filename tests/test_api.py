@@ -75,13 +75,6 @@ def test_duplicates_are_each_answered(api_service):
     assert predictions[0] == predictions[2] == predictions[3]
 
 
-def test_a_single_string_is_a_list_of_one(api_service):
-    single = post(api_service, {"text": "just one sentence"}).json()
-    listed = post(api_service, {"text": ["just one sentence"]}).json()
-    assert len(single["predictions"]) == 1
-    assert single["predictions"] == listed["predictions"]
-
-
 def test_the_project_predict_alias_answers_like_predict(api_service):
     alias = post(api_service, {"text": ["alias check"]}, path="/project-predict")
     assert alias.status_code == 200
@@ -289,13 +282,6 @@ def test_422_names_the_problem(api_service, body, loc, error_type):
 def test_422_does_not_echo_huge_input(api_service):
     response = post(api_service, {"text": ["a", "z" * 2001]})
     assert len(response.content) < 500
-
-
-def test_404_and_405_are_json(api_service):
-    assert error_body(requests.get(api_service.url("/no/such/path"), timeout=TIMEOUT), 404)
-    response = requests.get(api_service.url("/predict"), timeout=TIMEOUT)
-    assert error_body(response, 405)
-    assert "POST" in response.headers["Allow"]
 
 
 # --- probes and metrics --------------------------------------------------------------------------
