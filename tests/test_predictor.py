@@ -61,6 +61,14 @@ def test_labels_are_all_present_sorted_by_score_and_sum_to_one(engine):
     predictor.close()
 
 
+def test_warmup_runs_one_engine_batch_and_the_model_string_is_kept(engine):
+    predictor = make_predictor(engine, None, "warmup")
+    predictor.warmup()
+    assert engine.batches == [["warm-up"]]
+    assert predictor.model_string == "fake@0123456789ab"
+    predictor.close()
+
+
 def test_without_redis_every_answer_is_bypass(engine):
     predictor = make_predictor(engine, None, "bypass")
     assert predictor.predict(["x"]).cache_status == "bypass"
