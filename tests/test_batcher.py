@@ -246,3 +246,20 @@ def test_the_wait_limit_counts_waiting_not_the_requests_own_batches(engine):
     with pytest.raises(Overloaded, match="queued for more than"):
         behind.result(timeout=10)
     batcher.stop()
+
+
+def test_without_batching_texts_waiting_for_the_engine_are_bounded_and_counted_back(engine):
+    batcher = Batcher(engine, max_batch_texts=4, max_queue_texts=3, batching=False)
+    engine.hold()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(lambda: batcher.submit(["first", "second"]).result(timeout=10))
+        assert engine.running.wait(10)
+        with pytest.raises(Overloaded, match=r"^2 texts are waiting \(limit 3\)$"):
+            batcher.submit(["third", "fourth"])
+        engine.release()
+        np.testing.assert_array_equal(running.result(timeout=10), engine.expected(["first", "second"]))
+    # Counted back: a request up to the limit is served again.
+    np.testing.assert_array_equal(batcher.submit(["a", "b", "c"]).result(timeout=10), engine.expected(["a", "b", "c"]))
+    batcher.stop()
+    with pytest.raises(Overloaded, match="^the service is shutting down$"):
+        batcher.submit(["late"])
