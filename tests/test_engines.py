@@ -15,6 +15,7 @@ import pytest
 from model.builder.gate import VERDICT_SET, check_engines, read_text_set
 from model.engines import engine_threads, load_engine, predict_texts, softmax
 from model.settings import Settings
+from tests.reference import config_labels, softmax_by_label
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -95,10 +96,18 @@ def test_very_long_text_is_truncated_to_the_model_limit(artifact, checkpoint):
                   - predict_texts(onnx_engine, [long_text])).max() <= 1e-4
 
 
-def test_torch_bf16_reference_runs(checkpoint):
+def test_torch_bf16_computes_in_bfloat16_and_answers_in_float32(checkpoint):
+    """bf16 answers are torch's bf16-autocast softmax computed here, visibly not the fp32 one."""
     bf16 = engine(checkpoint, backend="torch", precision="bf16")
     assert bf16.description == "torch-bf16"
     assert predict_texts(bf16, TEXTS).dtype == np.float32
+    answers = np.concatenate([predict_texts(bf16, [text]) for text in TEXTS])  # alone, as the reference runs
+    labels = config_labels(checkpoint)
+    bf16_reference = np.array([[row[label] for label in labels] for row in softmax_by_label(checkpoint, TEXTS, bf16=True)])
+    fp32_reference = np.array([[row[label] for label in labels] for row in softmax_by_label(checkpoint, TEXTS)])
+    assert np.abs(fp32_reference - bf16_reference).max() > 1e-4, "bf16 rounding does not show on these texts"
+    assert np.abs(answers - bf16_reference).max() <= 1e-5
+    assert np.abs(answers - fp32_reference).max() <= 0.05  # still the same model
 
 
 def test_softmax_is_stable_for_large_logits():

@@ -29,6 +29,7 @@ import pytest
 import requests
 from packaging.utils import canonicalize_name
 
+from tests.conftest import KUBECTL
 from tests.locks import read_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -567,17 +568,21 @@ def test_release_without_kustomize_edits_the_overlay(release_repo, tmp_path):
     kustomization = (release_repo / "knative/overlays/prod/kustomization.yaml").read_text()
     assert f'newName: {REGISTRY}/sentiment\n    newTag: "{sha}"' in kustomization
     assert 'newName: docker.io/library/redis\n    newTag: "7"' in kustomization, "other images untouched"
-    kubectl = shutil.which("kubectl")
-    if kubectl:  # what kustomize itself makes of the edited overlay
-        rendered = subprocess.run([kubectl, "kustomize", release_repo / "knative/overlays/prod"],
-                                  capture_output=True, text=True, check=True).stdout
-        assert f"image: {REGISTRY}/sentiment:{sha}" in rendered
+    # what kustomize itself makes of the edited overlay
+    rendered = subprocess.run([KUBECTL, "kustomize", release_repo / "knative/overlays/prod"],
+                              capture_output=True, text=True, check=True).stdout
+    assert f"image: {REGISTRY}/sentiment:{sha}" in rendered
 
 
-def test_missing_docker_is_one_clear_line(release_repo):
-    if shutil.which("docker", path="/usr/bin:/bin"):
-        pytest.skip("docker is installed in /usr/bin")
-    result = build_push(release_repo, "--registry", REGISTRY)
+def test_missing_docker_is_one_clear_line(release_repo, tmp_path):
+    """On a PATH of the system's commands less docker, whether or not this machine has docker."""
+    without_docker = tmp_path / "bin"
+    without_docker.mkdir()
+    for directory in ("/bin", "/usr/bin"):
+        for command in Path(directory).iterdir():
+            if command.name != "docker" and not (without_docker / command.name).exists():
+                (without_docker / command.name).symlink_to(command)
+    result = build_push(release_repo, "--registry", REGISTRY, path=str(without_docker))
     assert result.returncode != 0
     assert result.stderr.strip() == "build-push.sh: docker not found: install Docker (with the buildx plugin)"
 

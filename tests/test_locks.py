@@ -28,14 +28,14 @@ def test_a_dependency_added_narrowed_or_dropped_in_pyproject_is_caught():
     lock = (LOCKS / "test.txt").read_text(encoding="utf-8")
     environment = ENVIRONMENTS["test.txt"]
     added, narrowed, dropped = (copy.deepcopy(PYPROJECT) for _ in range(3))
-    added["project"]["optional-dependencies"]["test"] += ["werkzeug>=3", "mutmut>=3"]
+    added["project"]["optional-dependencies"]["test"] += ["werkzeug>=3", "cosmic-ray>=8"]
     narrowed["project"]["dependencies"] = [
         "flask>=99" if spec.startswith("flask") else spec for spec in narrowed["project"]["dependencies"]]
     dropped["project"]["dependencies"] = [
         spec for spec in dropped["project"]["dependencies"] if not spec.startswith("redis")]
 
     assert lock_problems(added, lock, environment) == [
-        "werkzeug>=3 is in it only as another package's dependency", "mutmut>=3 is not in it"]
+        "werkzeug>=3 is in it only as another package's dependency", "cosmic-ray>=8 is not in it"]
     (problem,) = lock_problems(narrowed, lock, environment)
     assert problem.startswith("it pins flask==") and problem.endswith("which flask>=99 excludes")
     assert lock_problems(dropped, lock, environment) == ["it pins redis, which pyproject.toml no longer asks for"]

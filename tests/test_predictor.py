@@ -17,6 +17,7 @@ from model.predictor import Predictor
 from model.settings import Settings
 from tests.conftest import wait_until
 from tests.fakes import FakeEngine
+from tests.reference import as_dict, softmax_by_label
 
 
 def texts_counted(source: str) -> float:
@@ -59,6 +60,14 @@ def test_labels_are_all_present_sorted_by_score_and_sum_to_one(engine):
         assert math.isclose(sum(scores), 1.0, abs_tol=1e-4)
         assert all(isinstance(score, float) and 0 <= score <= 1 for score in scores)
     assert predictor.labels == engine.labels
+    predictor.close()
+
+
+def test_warmup_runs_one_engine_batch_and_the_model_string_is_kept(engine):
+    predictor = make_predictor(engine, None, "warmup")
+    predictor.warmup()
+    assert engine.batches == [["warm-up"]]
+    assert predictor.model_string == "fake@0123456789ab"
     predictor.close()
 
 
@@ -113,6 +122,7 @@ def test_overload_reaches_the_caller(engine):
     predictor.close()
 
 
+@pytest.mark.slow  # loads torch and a checkpoint (the first also exports ONNX)
 def test_from_settings_serves_the_real_tiny_model(tiny_artifact, redis_server):
     settings = Settings(model_dir=tiny_artifact, redis_url=redis_server.url, cache_key_prefix="predictor-real:")
     predictor = Predictor.from_settings(settings)
@@ -193,3 +203,53 @@ def test_a_failed_shared_computation_fails_every_request_waiting_on_it_then_is_r
     assert predictor.predict(["doomed text"]).scores  # nothing left in flight: computed again
     assert computations_of(engine, "doomed text") == 2
     predictor.close()
+
+
+# --- a real checkpoint through from_settings, against torch's softmax computed here ----------------
+
+
+def torch_predictor(checkpoint, redis_url: str | None, prefix: str) -> Predictor:
+    return Predictor.from_settings(Settings(
+        model_dir=checkpoint, backend="torch", precision="fp32", redis_url=redis_url, cache_key_prefix=prefix))
+
+
+@pytest.mark.slow  # loads torch and a checkpoint (the first also exports ONNX)
+def test_two_checkpoints_with_the_same_labels_never_share_cache_entries(tiny_checkpoint, tmp_path, redis_server):
+    """Same labels, same backend and precision, other weights: the second model must compute its
+    own answers, not read the first one's from the shared Redis."""
+    from model.builder.checkpoints import build_tiny_checkpoint
+
+    other = build_tiny_checkpoint(tmp_path / "other-weights", seed=7)
+    texts = ["the same words for both models", "and a second sentence"]
+    first = torch_predictor(tiny_checkpoint, redis_server.url, "two-models:")
+    second = torch_predictor(other, redis_server.url, "two-models:")
+    try:
+        assert first.labels == second.labels
+        assert first.predict(texts).cache_status == "miss"
+        answer = second.predict(texts)
+        assert answer.cache_status == "miss"
+        for ranked, expected in zip(answer.scores, softmax_by_label(other, texts), strict=True):
+            assert as_dict(ranked) == pytest.approx(expected, abs=1e-5)
+        assert second.predict(texts).cache_status == "hit"
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.slow  # loads torch and a checkpoint (the first also exports ONNX)
+def test_labels_follow_id2label_indices_not_the_order_config_json_lists_them(tmp_path):
+    from model.builder.checkpoints import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "shuffled", labels=("joy", "anger", "neutral"), seed=3)
+    config_path = checkpoint / "config.json"
+    config = json.loads(config_path.read_text())
+    config["id2label"] = {"2": "neutral", "0": "joy", "1": "anger"}  # as some exporters write it
+    config_path.write_text(json.dumps(config))
+    texts = ["a joyful day", "an angry rant about nothing at all"]
+    predictor = torch_predictor(checkpoint, None, "unused:")
+    try:
+        assert predictor.labels == ("joy", "anger", "neutral")
+        for ranked, expected in zip(predictor.predict(texts).scores, softmax_by_label(checkpoint, texts), strict=True):
+            assert as_dict(ranked) == pytest.approx(expected, abs=1e-5)
+    finally:
+        predictor.close()

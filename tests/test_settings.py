@@ -51,6 +51,15 @@ def test_a_rule_across_fields_is_reported_by_its_own_message(monkeypatch):
     )
 
 
+def test_a_bad_value_names_its_variable_and_stops_with_status_2(monkeypatch):
+    monkeypatch.setenv("MAX_BATCH_TEXTS", "many")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert refused.value.code == 2
+    assert str(refused.value) == (
+        "invalid configuration: MAX_BATCH_TEXTS: Input should be a valid integer, unable to parse string as an integer")
+
+
 def test_the_defaults_obey_every_rule():
     load_settings()
 
