@@ -67,7 +67,7 @@ def build_plain_checkpoint(settings) -> None:
 
     The server only loads built artifacts. Here, at the entry point, `python -m model build`
     builds a plain checkpoint (MODEL_DIR, or MODEL_ID from the hub) once into
-    ARTIFACT_CACHE_DIR/<fingerprint>/, in a child process so that torch never enters the
+    ARTIFACT_CACHE_DIR/<fingerprint>-b<generation>/, in a child process so that torch never enters the
     server's processes. Without the build extra, start-up stops with the command to run.
     """
     from model.artifacts import MANIFEST_NAME, cached_artifact_dir, locate_model

@@ -66,7 +66,7 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="artifact directory to write")
     target.add_argument("--artifact-cache-dir", type=Path,
-                        help="build into DIR/<fingerprint>/ once (what the server does for a plain checkpoint)")
+                        help="build into DIR/<fingerprint>-b<generation>/ once (what the server does for a plain checkpoint)")
     parser.add_argument("--precisions", "--precision", type=_csv, default=["fp32", "int8"],
                         help="comma-separated: fp32,int8 (int8 only if it passes the int8 gate, else fp32)")
     parser.add_argument("--calibration-data", type=Path, default=BUILD_DATA / "rt-polarity-calibration.tsv",

@@ -5,7 +5,7 @@ Two kinds of model directory are accepted:
   `python -m model build`; serving it needs only onnxruntime, tokenizers and numpy;
 - a plain Hugging Face checkpoint (config.json + weights + tokenizer.json): served by
   BACKEND=torch as it is; with BACKEND=onnx through the artifact built from it into
-  ARTIFACT_CACHE_DIR/<fingerprint>/ (gunicorn.conf.py builds it on first start).
+  ARTIFACT_CACHE_DIR/<fingerprint>-b<generation>/ (gunicorn.conf.py builds it on first start).
 
 This module only finds and checks; building is `model.builder`'s job. It imports only the
 standard library at the top (huggingface_hub inside download_checkpoint).
@@ -29,6 +29,11 @@ TOKENIZER_NAME = "tokenizer.json"
 ONNX_NAMES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"}
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 SHORT_FINGERPRINT = 12
+# Raise it whenever `python -m model build` writes something else for the same checkpoint (a new
+# int8 recipe, new manifest fields): a service upgraded in place then builds again instead of
+# serving what older code left in ARTIFACT_CACHE_DIR (an artifact from before the int8 gate
+# carries no recommendation, so PRECISION=auto would quietly serve fp32).
+BUILD_GENERATION = 3
 HUB_FILES = ["config.json", "*.safetensors", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "vocab.txt"]
 
@@ -250,8 +255,9 @@ def _max_length(config: dict, tokenizer_config: dict) -> int:
 
 
 def cached_artifact_dir(fingerprint_sha256: str, cache_dir: Path) -> Path:
-    """Where the artifact built from a plain checkpoint lives: ARTIFACT_CACHE_DIR/<fingerprint>/."""
-    return Path(cache_dir).expanduser() / fingerprint_sha256[:SHORT_FINGERPRINT]
+    """Where the artifact built from a plain checkpoint lives: ARTIFACT_CACHE_DIR/<fingerprint>-b<N>/,
+    N being BUILD_GENERATION, so a newer build never finds an older one's output."""
+    return Path(cache_dir).expanduser() / f"{fingerprint_sha256[:SHORT_FINGERPRINT]}-b{BUILD_GENERATION}"
 
 
 def cached_artifact(source: ResolvedModel, cache_dir: Path) -> ResolvedModel:

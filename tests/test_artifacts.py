@@ -109,9 +109,18 @@ def test_plain_checkpoint_is_served_from_the_artifact_built_once_into_the_cache(
     assert again == target and "built earlier" in caplog.text
     assert (target / MANIFEST_NAME).stat().st_mtime_ns == manifest_time
     resolved = resolve_model(settings)
-    assert resolved.artifact_dir == tmp_path / resolved.fingerprint == target
+    assert resolved.artifact_dir == target and target.parent == tmp_path
     assert resolved.labels == ("joy", "anger", "neutral") and resolved.checkpoint_dir == checkpoint
     assert resolved.recommended_precision == manifest["recommended_precision"]
+
+
+def test_an_artifact_an_older_build_left_in_the_cache_is_not_served(checkpoint, tmp_path, tiny_artifact):
+    """After an upgrade the service builds again: what older build code wrote into the cache, in
+    the layout it used (ARTIFACT_CACHE_DIR/<fingerprint>/), is not served in place of a new build."""
+    fingerprint = resolve_model(Settings(model_dir=checkpoint, backend="torch", precision="fp32")).fingerprint
+    shutil.copytree(tiny_artifact, tmp_path / fingerprint)
+    settings = Settings(model_dir=checkpoint, backend="onnx", precision="fp32", artifact_cache_dir=tmp_path)
+    assert "has not been built into an ONNX artifact" in resolve_error(**settings.model_dump())
 
 
 def test_corrupt_or_missing_artifact_files_are_detected(checkpoint, tmp_path):

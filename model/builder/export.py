@@ -94,7 +94,7 @@ def build_artifact(
 
 
 def build_into_cache(checkpoint_dir: Path, cache_dir: Path, **options) -> tuple[Path, dict]:
-    """Build a plain checkpoint into cache_dir/<fingerprint>/ once; later calls find it there.
+    """Build a plain checkpoint into cache_dir/<fingerprint>-b<generation>/ once; later calls find it there.
 
     A file lock makes concurrent starts build once: the others wait, then find the finished
     artifact. The build goes to a staging directory renamed into place when complete.
