@@ -9,7 +9,6 @@ profile, and p50 and p99 of each step are printed side by side. Run right after 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,15 +85,6 @@ def busy_cpu_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its children (Gunicorn's master and workers)."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    total = 0.0
-    for member in [pid, *map(int, children)]:
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
 
 def measure_steps(bench, model_dir: Path, overrides: dict[str, str], rates: list[float], step_seconds: int,
                   workdir: Path) -> tuple[list[dict], dict]:
@@ -105,10 +95,10 @@ def measure_steps(bench, model_dir: Path, overrides: dict[str, str], rates: list
     try:
         env = {"BASE_URL": service.base_url, "RATES": ",".join(map(rate_label, rates)), "STEP": str(step_seconds),
                "RISE": str(RISE_SECONDS), "SLO_P99_MS": "600000", "MAX_VUS": "400"}
-        started, busy, pod = time.monotonic(), busy_cpu_seconds(), process_tree_cpu_seconds(service.process.pid)
+        started, busy, pod = time.monotonic(), busy_cpu_seconds(), service.cpu_seconds()
         summary = bench.k6_summary("ramp.js", env, len(rates) * (step_seconds + RISE_SECONDS), workdir)
         wall = time.monotonic() - started
-        pod_cpus = (process_tree_cpu_seconds(service.process.pid) - pod) / wall
+        pod_cpus = (service.cpu_seconds() - pod) / wall
         cpus = {"pod": pod_cpus, "others": (busy_cpu_seconds() - busy) / wall - pod_cpus}
     finally:
         service.stop()
