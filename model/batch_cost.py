@@ -1,7 +1,8 @@
 """What an engine batch costs, measured on the batches the engine runs, on whatever CPU it is.
 
 Every batch pads its texts to the longest, so its time depends on its shape: `texts` rows of
-`longest` tokens. The model fitted here is
+`longest` tokens. Its time is the engine thread's whole turn (the engine call, then handing the
+rows to the waiting requests), since that is what the queue waits for. The model fitted here is
 
     seconds = per_batch + per_token * texts * longest + per_token_pair * texts * longest**2
 

@@ -14,9 +14,13 @@ a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
 
 Admission keeps the queue-wait promise: a submission is refused at once (Overloaded) when the
-queue is full, or when the texts already queued would take longer than QUEUE_MAX_WAIT_SECONDS
-at the engine's measured tokens per second; with nothing queued a request is always admitted,
-so an idle service serves any request within the limits. A request none of whose texts has
+queue is full, or when it would wait longer than QUEUE_MAX_WAIT_SECONDS: the rest of the running
+batch, then the queued texts in batches as large as the limits allow, each priced by the cost
+model (before it is fitted: the queued tokens at the measured tokens per second). The cost model
+learns from each batch's whole turn of the engine thread, not only the engine call: under load
+the thread also waits for the GIL among the request threads, and a prediction without that wait
+admits texts that are shed later. With nothing queued a request is always admitted, so an idle
+service serves any request within the limits. A request none of whose texts has
 started after QUEUE_MAX_WAIT_SECONDS still fails with Overloaded instead of being computed for a
 client that has likely given up. The limit is on waiting for others: once a request's first
 batch has started, the rest of its texts are computed, however long its own batches take (a
@@ -29,6 +33,7 @@ one engine call at a time.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence, Sized
@@ -99,6 +104,7 @@ class Batcher:
         self._queue: list[_Item] = []
         self._queued_tokens = 0  # real tokens of the queued texts
         self.cost = BatchCost()
+        self._running_until = 0.0  # perf_counter time the running batch is predicted to end
         self._waiting_alone = 0  # texts waiting for the engine lock (batching off)
         self._condition = threading.Condition()
         self._engine_lock = threading.Lock()
@@ -130,16 +136,29 @@ class Batcher:
         return request.future
 
     def _admit_by_predicted_wait(self) -> None:
-        """Refuse now what would be shed later: the queued texts' tokens at the measured pace."""
+        """Refuse now what would be shed later: the wait predicted for a text submitted now."""
         if not self._queue:
             return  # nothing ahead: whatever its size, the request starts with the next batch
-        pace = self.cost.tokens_per_second()
-        if pace is None:
-            return
-        predicted = self._queued_tokens / pace
-        if predicted > self.max_wait_seconds:
+        predicted = self._predicted_wait()
+        if predicted is not None and predicted > self.max_wait_seconds:
             raise Overloaded(f"the queued texts need about {predicted:.1f} s of engine time "
                              f"(limit {self.max_wait_seconds:g} s)")
+
+    def _predicted_wait(self) -> float | None:
+        """Seconds until a text submitted now could start: the running batch's rest, then the queue."""
+        running = max(0.0, self._running_until - time.perf_counter())
+        if self.cost.fitted:
+            return running + self._queue_seconds()
+        pace = self.cost.tokens_per_second()
+        return None if pace is None else running + self._queued_tokens / pace
+
+    def _queue_seconds(self) -> float:
+        """The queued texts run in batches as large as the limits allow, at their mean length."""
+        mean_tokens = self._queued_tokens / len(self._queue)
+        per_batch = max(1, min(self.max_batch_texts, int(self.max_batch_tokens // math.ceil(mean_tokens))))
+        full, rest = divmod(len(self._queue), per_batch)
+        seconds = full * self.cost.seconds(per_batch, mean_tokens)
+        return seconds + (self.cost.seconds(rest, mean_tokens) if rest else 0.0)
 
     def _run_alone(self, texts: list[str]) -> Future:
         """BATCHING=false: this request's texts only, in chunks of BATCH_MAX_TEXTS, one engine call at a time."""
@@ -176,7 +195,16 @@ class Batcher:
                 if not self._queue:
                     return  # stopping and drained
                 batch = self._take_batch()
-            self._run_batch(batch)
+                turn_started = time.perf_counter()
+                self._running_until = turn_started + self._predicted_seconds(batch)
+            self._run_batch(batch, turn_started)
+            self._running_until = 0.0
+
+    def _predicted_seconds(self, batch: list[_Item]) -> float:
+        if self.cost.fitted:
+            return self.cost.seconds(len(batch), batch[-1].tokens)
+        pace = self.cost.tokens_per_second()
+        return sum(item.tokens for item in batch) / pace if pace else 0.0
 
     def _take_batch(self) -> list[_Item]:
         """The oldest item, then the others closest to it in length, as many as pay off (see module doc)."""
@@ -216,7 +244,7 @@ class Batcher:
             longest, real_tokens = max(longest, item.tokens), real_tokens + item.tokens
         return chosen
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    def _run_batch(self, batch: list[_Item], turn_started: float) -> None:
         now = time.perf_counter()
         for item in batch:
             if not item.request.started and now - item.queued_at > self.max_wait_seconds:
@@ -229,15 +257,12 @@ class Batcher:
             metrics.QUEUE_WAIT.observe(now - item.queued_at)
         try:
             with self._engine_lock:
-                started = time.perf_counter()
                 scores = self._infer([item.encoding for item in batch])
-                seconds = time.perf_counter() - started
         except Exception as error:  # an engine failure fails this batch's requests, not the service
             log.error("engine batch of %d texts failed: %s", len(batch), error)
             for item in batch:
                 _fail(item.request, error)
             return
-        self.cost.observe(len(batch), batch[-1].tokens, sum(item.tokens for item in batch), seconds)
         for item, row in zip(batch, scores, strict=True):
             request = item.request
             if request.scores is None:
@@ -246,6 +271,8 @@ class Batcher:
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result(request.scores)
+        turn_seconds = time.perf_counter() - turn_started
+        self.cost.observe(len(batch), batch[-1].tokens, sum(item.tokens for item in batch), turn_seconds)
 
     def _infer(self, encodings: Sequence[Sized]) -> np.ndarray:
         started = time.perf_counter()

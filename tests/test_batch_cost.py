@@ -30,9 +30,10 @@ class KnownCost:
     def __init__(self, seconds, tokens_per_second: float | None = None) -> None:
         self.seconds = seconds
         self.pace = tokens_per_second
+        self.observed: list[tuple[int, int, int, float]] = []
 
     def observe(self, texts: int, longest: int, real_tokens: int, seconds: float) -> None:
-        pass  # the formula is the truth here, whatever the fake engine's own timing
+        self.observed.append((texts, longest, real_tokens, seconds))  # the formula stays the truth
 
     def tokens_per_second(self) -> float | None:
         return self.pace
@@ -193,6 +194,62 @@ def test_a_request_is_refused_at_once_when_the_queued_work_would_outlast_the_wai
         future.result(timeout=10)
     np.testing.assert_array_equal(batcher.submit(["one more"]).result(timeout=10), engine.expected(["one more"]))
     batcher.stop()
+
+
+def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
+    """The running batch is predicted to take 0.8 s: 0.3 s queued behind it is over a 1 s limit."""
+    batcher = Batcher(engine, max_wait_seconds=1.0)
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=100.0)
+    engine.hold()
+    running = batcher.submit([text_of(80, "running")])
+    assert engine.running.wait(10), "the engine never started a batch"
+    queued = batcher.submit([text_of(30, "queued")])  # nothing queued ahead of it: admitted
+    started = time.perf_counter()
+    with pytest.raises(Overloaded, match="engine time"):
+        batcher.submit([text_of(3, "behind")])  # 0.8 s running + 0.3 s queued ahead
+    assert time.perf_counter() - started < 0.05, "refused on arrival, not after waiting"
+    engine.release()
+    for future in (running, queued):
+        future.result(timeout=10)
+    batcher.stop()
+
+
+@pytest.mark.parametrize(("batch_texts", "admitted"), [(4, True), (2, False)])
+def test_the_queue_is_priced_in_the_batches_it_will_form_not_at_the_past_pace(engine, batch_texts, admitted):
+    """A fixed 0.3 s per engine call: 7 queued texts cost 2 calls (0.6 s) in batches of 4, 4 calls
+    (1.2 s) in batches of 2, against a 1 s limit. The pace of past single-text batches (10 tokens/s)
+    would say 7 s either way."""
+    batcher = Batcher(engine, max_wait_seconds=1.0, max_batch_texts=batch_texts)
+    batcher.cost = KnownCost(formula(0.3, 0.0001, 0.0), tokens_per_second=10.0)
+    engine.hold()
+    running = batcher.submit(["running"])
+    assert engine.running.wait(10), "the engine never started a batch"
+    time.sleep(0.35)  # past the running batch's predicted 0.3 s: only the queue counts
+    queued = [batcher.submit([text_of(10, f"q{n}")]) for n in range(7)]
+    if admitted:
+        queued.append(batcher.submit([text_of(10, "late")]))
+    else:
+        with pytest.raises(Overloaded, match="engine time"):
+            batcher.submit([text_of(10, "late")])
+    engine.release()
+    for future in [running, *queued]:
+        future.result(timeout=10)
+    batcher.stop()
+
+
+def test_a_batch_costs_the_engine_threads_whole_turn_not_only_the_engine_call(engine):
+    """Handing out the rows (waking the request threads, which then compete for the GIL) is time
+    the queue waits too: the cost model must learn it, or admission under load predicts short."""
+    batcher = Batcher(engine)
+    batcher.cost = recorded = KnownCost(formula(0.001, 0.0, 0.0))
+    engine.hold()
+    future = batcher.submit(["slow to hand out"])
+    future.add_done_callback(lambda _: time.sleep(0.1))  # runs on the engine thread, at set_result
+    engine.release()
+    future.result(timeout=10)
+    batcher.stop()  # joins the engine thread: its turn is over and observed
+    assert len(recorded.observed) == 1
+    assert recorded.observed[0][3] >= 0.1
 
 
 def test_a_request_with_nothing_queued_ahead_is_always_admitted(engine):
