@@ -15,11 +15,10 @@ A request's texts may be spread over several batches; its future resolves once a
 
 Admission keeps the queue-wait promise: a submission is refused at once (Overloaded) when the
 queue is full, or when it would wait longer than QUEUE_MAX_WAIT_SECONDS: the rest of the running
-batch, then the queued texts in batches as large as the limits allow, each priced by the cost
-model (before it is fitted: the queued tokens at the measured tokens per second). The cost model
-learns from each batch's whole turn of the engine thread, not only the engine call: under load
-the thread also waits for the GIL among the request threads, and a prediction without that wait
-admits texts that are shed later. With nothing queued a request is always admitted, so an idle
+batch, then the queued tokens, at the real tokens per second of the engine thread's recent
+batches. Each batch is timed over the engine thread's whole turn, not only the engine call:
+under load the thread also waits for the GIL among the request threads, and a pace without that
+wait admits texts that are shed later. With nothing queued a request is always admitted, so an idle
 service serves any request within the limits. A request none of whose texts has
 started after QUEUE_MAX_WAIT_SECONDS still fails with Overloaded instead of being computed for a
 client that has likely given up. The limit is on waiting for others: once a request's first
@@ -33,7 +32,6 @@ one engine call at a time.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence, Sized
@@ -145,20 +143,12 @@ class Batcher:
                              f"(limit {self.max_wait_seconds:g} s)")
 
     def _predicted_wait(self) -> float | None:
-        """Seconds until a text submitted now could start: the running batch's rest, then the queue."""
-        running = max(0.0, self._running_until - time.perf_counter())
-        if self.cost.fitted:
-            return running + self._queue_seconds()
+        """Seconds until a text submitted now could start: the running batch's rest, then the queued
+        tokens at the pace the engine thread has kept on its recent batches."""
         pace = self.cost.tokens_per_second()
-        return None if pace is None else running + self._queued_tokens / pace
-
-    def _queue_seconds(self) -> float:
-        """The queued texts run in batches as large as the limits allow, at their mean length."""
-        mean_tokens = self._queued_tokens / len(self._queue)
-        per_batch = max(1, min(self.max_batch_texts, int(self.max_batch_tokens // math.ceil(mean_tokens))))
-        full, rest = divmod(len(self._queue), per_batch)
-        seconds = full * self.cost.seconds(per_batch, mean_tokens)
-        return seconds + (self.cost.seconds(rest, mean_tokens) if rest else 0.0)
+        if pace is None:
+            return None
+        return max(0.0, self._running_until - time.perf_counter()) + self._queued_tokens / pace
 
     def _run_alone(self, texts: list[str]) -> Future:
         """BATCHING=false: this request's texts only, in chunks of BATCH_MAX_TEXTS, one engine call at a time."""
@@ -201,8 +191,6 @@ class Batcher:
             self._running_until = 0.0
 
     def _predicted_seconds(self, batch: list[_Item]) -> float:
-        if self.cost.fitted:
-            return self.cost.seconds(len(batch), batch[-1].tokens)
         pace = self.cost.tokens_per_second()
         return sum(item.tokens for item in batch) / pace if pace else 0.0
 

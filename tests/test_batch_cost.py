@@ -214,29 +214,6 @@ def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
     batcher.stop()
 
 
-@pytest.mark.parametrize(("batch_texts", "admitted"), [(4, True), (2, False)])
-def test_the_queue_is_priced_in_the_batches_it_will_form_not_at_the_past_pace(engine, batch_texts, admitted):
-    """A fixed 0.3 s per engine call: 7 queued texts cost 2 calls (0.6 s) in batches of 4, 4 calls
-    (1.2 s) in batches of 2, against a 1 s limit. The pace of past single-text batches (10 tokens/s)
-    would say 7 s either way."""
-    batcher = Batcher(engine, max_wait_seconds=1.0, max_batch_texts=batch_texts)
-    batcher.cost = KnownCost(formula(0.3, 0.0001, 0.0), tokens_per_second=10.0)
-    engine.hold()
-    running = batcher.submit(["running"])
-    assert engine.running.wait(10), "the engine never started a batch"
-    time.sleep(0.35)  # past the running batch's predicted 0.3 s: only the queue counts
-    queued = [batcher.submit([text_of(10, f"q{n}")]) for n in range(7)]
-    if admitted:
-        queued.append(batcher.submit([text_of(10, "late")]))
-    else:
-        with pytest.raises(Overloaded, match="engine time"):
-            batcher.submit([text_of(10, "late")])
-    engine.release()
-    for future in [running, *queued]:
-        future.result(timeout=10)
-    batcher.stop()
-
-
 def test_a_batch_costs_the_engine_threads_whole_turn_not_only_the_engine_call(engine):
     """Handing out the rows (waking the request threads, which then compete for the GIL) is time
     the queue waits too: the cost model must learn it, or admission under load predicts short."""
