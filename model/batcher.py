@@ -10,7 +10,8 @@ cost model (model/batch_cost.py, fitted on the batches it runs), which picks the
 most real tokens per second, within BATCH_MAX_TEXTS and BATCH_MAX_TOKENS (padded tokens =
 texts x longest). Until the model has seen enough batch shapes, a text joins only while the
 padding stays within BATCH_MAX_PADDING of the real tokens. The oldest text always goes next, so
-a long text cannot starve.
+a long text cannot starve, and while texts have waited half of QUEUE_MAX_WAIT_SECONDS only they
+may join its batch, so newer texts do not pass them.
 A request's texts may be spread over several batches; its future resolves once all are scored.
 
 Admission keeps the queue-wait promise: a submission is refused at once (Overloaded) when the
@@ -178,26 +179,37 @@ class Batcher:
     # --- engine thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        turn_started = None  # when the previous turn ended, if work was waiting for this one
         while True:
-            with self._condition:
+            with self._condition:  # taking the lock among the request threads is part of the turn
+                if not self._queue:
+                    turn_started = None
                 while not self._queue and not self._stopping:
                     self._condition.wait()
                 if not self._queue:
                     return  # stopping and drained
                 batch = self._take_batch()
-                turn_started = time.perf_counter()
+                turn_started = turn_started or time.perf_counter()
                 self._running_until = turn_started + self._predicted_seconds(batch)
             self._run_batch(batch, turn_started)
             self._running_until = 0.0
+            turn_started = time.perf_counter()
 
     def _predicted_seconds(self, batch: list[_Item]) -> float:
         pace = self.cost.tokens_per_second()
         return sum(item.tokens for item in batch) / pace if pace else 0.0
 
     def _take_batch(self) -> list[_Item]:
-        """The oldest item, then the others closest to it in length, as many as pay off (see module doc)."""
+        """The oldest item, then the others closest to it in length, as many as pay off (see module doc).
+
+        While texts have waited half of QUEUE_MAX_WAIT_SECONDS, only they may join: joining by
+        length alone, newer texts of the oldest's length would pass a text of another length batch
+        after batch, and it would be shed although admission predicted it in time.
+        """
         oldest = self._queue[0]
-        others = sorted(self._queue[1:], key=lambda item: abs(item.tokens - oldest.tokens))
+        due_since = time.perf_counter() - self.max_wait_seconds / 2
+        due = [item for item in self._queue[1:] if item.queued_at <= due_since]
+        others = sorted(due or self._queue[1:], key=lambda item: abs(item.tokens - oldest.tokens))
         chosen = self._best_prefix(oldest, others) if self.cost.fitted else self._within_padding(oldest, others)
         taken = set(map(id, chosen))
         self._queue = [item for item in self._queue if id(item) not in taken]

@@ -214,6 +214,23 @@ def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
     batcher.stop()
 
 
+def test_texts_waiting_half_the_limit_are_not_passed_by_newer_texts_of_the_oldests_length(engine):
+    """Joining by length alone, the two new texts would fill the oldest's batch and the next one,
+    and the text of another length would wait two batches: its wait was predicted in time, and it
+    would be shed. Once it has waited half of QUEUE_MAX_WAIT_SECONDS, only waiting texts join."""
+    batcher = Batcher(engine, max_batch_texts=2, max_padding=100.0, max_wait_seconds=1.0)
+    blocker = occupy_engine(batcher, engine)
+    oldest = batcher.submit([text_of(10, "oldest")])
+    other_length = batcher.submit([text_of(30, "other")])
+    time.sleep(0.55)
+    newer = [batcher.submit([text_of(10, f"new{n}")]) for n in range(2)]
+    engine.release()
+    for future in [blocker, oldest, other_length, *newer]:
+        future.result(timeout=10)
+    assert engine.batches[1] == [text_of(10, "oldest"), text_of(30, "other")]
+    batcher.stop()
+
+
 def test_a_batch_costs_the_engine_threads_whole_turn_not_only_the_engine_call(engine):
     """Handing out the rows (waking the request threads, which then compete for the GIL) is time
     the queue waits too: the cost model must learn it, or admission under load predicts short."""
