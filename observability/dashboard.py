@@ -218,7 +218,9 @@ def cache_and_batching_row() -> list:
     return [
         Row("Cache and batching"),
         graph(
-            "Cache hit ratio", "percentunit", "Share of texts answered from Redis instead of the model.",
+            "Cache hit ratio", "percentunit",
+            "Share of texts answered from the cache (the worker's rows in memory or Redis) instead of the model; "
+            "a text shared with a concurrent request that computed it counts as computed.",
             query(hit_ratio, "hit ratio"),
             span=6,
         ).min(0).max(1),
