@@ -214,21 +214,36 @@ def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
     batcher.stop()
 
 
-def test_texts_waiting_half_the_limit_are_not_passed_by_newer_texts_of_the_oldests_length(engine):
+@pytest.mark.parametrize(("waited", "next_batch"), [
+    (1.15, ["oldest", "other"]),  # past half the 2 s limit: only waiting texts join
+    (0.8, ["oldest", "new0"]),  # not yet: the oldest's length decides
+])
+def test_texts_waiting_half_the_limit_are_not_passed_by_newer_texts_of_the_oldests_length(engine, waited, next_batch):
     """Joining by length alone, the two new texts would fill the oldest's batch and the next one,
     and the text of another length would wait two batches: its wait was predicted in time, and it
     would be shed. Once it has waited half of QUEUE_MAX_WAIT_SECONDS, only waiting texts join."""
-    batcher = Batcher(engine, max_batch_texts=2, max_padding=100.0, max_wait_seconds=1.0)
+    batcher = Batcher(engine, max_batch_texts=2, max_padding=100.0, max_wait_seconds=2.0)
     blocker = occupy_engine(batcher, engine)
     oldest = batcher.submit([text_of(10, "oldest")])
     other_length = batcher.submit([text_of(30, "other")])
-    time.sleep(0.55)
+    time.sleep(waited)
     newer = [batcher.submit([text_of(10, f"new{n}")]) for n in range(2)]
     engine.release()
     for future in [blocker, oldest, other_length, *newer]:
         future.result(timeout=10)
-    assert engine.batches[1] == [text_of(10, "oldest"), text_of(30, "other")]
+    assert [text.split()[0] for text in engine.batches[1]] == next_batch
     batcher.stop()
+
+
+def test_an_idle_engine_is_not_counted_in_the_next_batchs_time(engine):
+    """Waiting for work is not work: a batch after a pause is timed from when it was taken."""
+    batcher = Batcher(engine)
+    batcher.cost = recorded = KnownCost(formula(0.001, 0.0, 0.0))
+    batcher.submit(["first"]).result(timeout=10)
+    time.sleep(0.3)
+    batcher.submit(["after a pause"]).result(timeout=10)
+    batcher.stop()
+    assert [round(seconds, 1) for *_, seconds in recorded.observed] == [0.0, 0.0]
 
 
 def test_a_batch_costs_the_engine_threads_whole_turn_not_only_the_engine_call(engine):
