@@ -443,8 +443,8 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, log, timeout: flo
         try:
             if requests.get(f"{base_url}/ready", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or too busy starting to answer within the second
         time.sleep(0.2)
     log.seek(0)
     pytest.fail(f"not ready after {timeout} s:\n{log.read()[-3000:]}")
