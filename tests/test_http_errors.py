@@ -39,22 +39,43 @@ class FixedPredictor:
 
 
 class RecordingStream(io.RawIOBase):
-    """A request body of `size` bytes of `fill` that counts how much the app read of it."""
+    """A request body of `size` bytes of `fill` that counts how much the app read of it.
 
-    def __init__(self, size: int, fill: bytes = b"x") -> None:
+    A network stream hands over what has arrived: at most `piece` bytes per read."""
+
+    def __init__(self, size: int, fill: bytes = b"x", piece: int | None = None) -> None:
         self.remaining = size
         self.fill = fill
+        self.piece = piece
         self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        count = min(len(buffer), self.remaining)
+        count = min(len(buffer), self.remaining, self.piece or self.remaining)
         buffer[:count] = self.fill * count
         self.remaining -= count
         self.bytes_read += count
         return count
+
+
+class PieceStream(io.RawIOBase):
+    """`data` handed over at most `piece` bytes per read, as a network stream does."""
+
+    def __init__(self, data: bytes, piece: int) -> None:
+        self.data = data
+        self.piece = piece
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data[self.bytes_read:self.bytes_read + min(len(buffer), self.piece)]
+        buffer[:len(chunk)] = chunk
+        self.bytes_read += len(chunk)
+        return len(chunk)
 
 
 CHUNKED = {"wsgi.input_terminated": True}  # what Gunicorn sets for a chunked body (no Content-Length)
@@ -113,6 +134,38 @@ def test_a_streamed_body_is_read_no_further_than_one_byte_past_the_limit(client,
     assert predictor.seen == []
 
 
+@pytest.mark.parametrize("piece", [3000, 1000, 4096])
+def test_a_body_streamed_in_pieces_is_read_no_further_than_one_byte_past_the_limit(client, predictor, piece):
+    body = RecordingStream(50 * LIMIT, piece=piece)
+    response = send(client, body, "application/json", **CHUNKED)
+    assert detail(response, 413) == f"request body larger than {LIMIT} bytes"
+    assert body.bytes_read == LIMIT + 1
+    assert predictor.seen == []
+
+
+def test_a_body_streamed_in_pieces_is_served_whole(client, predictor):
+    body = PieceStream(b'{"text": ["streamed in pieces", "of seven bytes"]}', piece=7)
+    response = send(client, body, "application/json", **CHUNKED)
+    assert response.status_code == 200
+    assert predictor.seen == [["streamed in pieces", "of seven bytes"]]
+
+
+def test_a_streamed_body_of_exactly_the_limit_is_read_and_judged(client):
+    data = b'{"text": ["' + b"a" * (LIMIT - len(b'{"text": [""]}')) + b'"]}'
+    response = send(client, PieceStream(data, piece=1000), "application/json", **CHUNKED)
+    # Read (not 413): its one text is longer than MAX_TEXT_CHARS.
+    assert detail(response, 422)[0]["loc"] == ["text", 0]
+
+
+def test_no_more_than_the_declared_length_is_read(client, predictor):
+    payload = b'{"text": ["declared"]}'
+    body = PieceStream(payload + b"GET /next-request HTTP/1.1", piece=1 << 16)
+    response = send(client, body, "application/json", CONTENT_LENGTH=str(len(payload)))
+    assert response.status_code == 200
+    assert predictor.seen == [["declared"]]
+    assert body.bytes_read == len(payload)
+
+
 def test_a_streamed_body_within_the_limit_is_served(client, predictor):
     payload = b'{"text": ["streamed"]}'
     response = send(client, io.BytesIO(payload), "application/json", **CHUNKED)
@@ -150,6 +203,7 @@ def test_each_invalid_text_is_named_by_its_position(client):
         (["text", 1], "string_too_short"), (["text", 2], "string_blank"), (["text", 3], "string_too_long"),
     ]
     assert all(set(issue) == {"loc", "msg", "type"} for issue in issues)
+    assert issues[1]["msg"] == "Text must contain a character other than whitespace"
 
 
 @pytest.mark.parametrize("body, loc, kind", [
