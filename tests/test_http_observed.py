@@ -7,6 +7,7 @@ Fast, so that mutation testing of app.py runs them for every mutant.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -168,3 +169,24 @@ def test_x_revision_appears_once_the_model_is_attached_on_every_route():
     app_module.attach_predictor(flask_app, GaugeReadingPredictor())
     for path in ("/health", "/nowhere"):
         assert client.get(path).headers.getlist("X-Revision") == ["gauge@000000000000"]
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["the app's", "a new one"])
+def test_a_forked_worker_never_repeats_its_parents_request_ids(fresh):
+    """Gunicorn forks its workers from one process: each must draw ids of its own."""
+    ids = app_module._RequestIds() if fresh else app_module.new_request_id
+    parent = [ids() for _ in range(2)]
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: send two ids and leave at once, whatever happens
+        try:
+            os.write(writer, " ".join(ids() for _ in range(2)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        worker = pipe.read().split()
+    os.waitpid(child, 0)
+    assert len(worker) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in parent + worker), worker
+    assert worker[0][:16] == worker[1][:16] != parent[0][:16]
+    assert worker[0][16:] == f"{0:016x}"  # the worker's counter starts afresh
