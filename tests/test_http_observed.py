@@ -13,6 +13,7 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import EnvironBuilder
 
 import app as app_module
 from model.predictor import Prediction
@@ -190,3 +191,15 @@ def test_a_forked_worker_never_repeats_its_parents_request_ids(fresh):
     assert len(worker) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in parent + worker), worker
     assert worker[0][:16] == worker[1][:16] != parent[0][:16]
     assert worker[0][16:] == f"{0:016x}"  # the worker's counter starts afresh
+
+
+def test_a_request_without_path_info_is_a_404_observed_as_unmatched():
+    """PEP 3333 lets a server leave PATH_INFO out for the application's root."""
+    flask_app = app_module.create_app(None, Settings())
+    environ = EnvironBuilder(path="/").get_environ()
+    del environ["PATH_INFO"]
+    before = duration(scrape_unobserved(), "count", "unmatched", "GET", 404)
+    statuses = []
+    body = b"".join(flask_app.wsgi_app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert (statuses, body) == (["404 NOT FOUND"], b'{"detail":"not found: no such path"}')
+    assert duration(scrape_unobserved(), "count", "unmatched", "GET", 404) - before == 1
