@@ -194,6 +194,13 @@ def test_other_types_are_415(client, content_type):
     assert detail(response, 415) == "Content-Type must be application/json"
 
 
+def test_a_body_without_a_content_type_is_415(client, predictor):
+    response = client.post("/predict", data=b'{"text": ["ok"]}')
+    assert "Content-Type" not in response.request.headers
+    assert detail(response, 415) == "Content-Type must be application/json"
+    assert predictor.seen == []
+
+
 # --- validation: 422 with one entry per problem ------------------------------------------------------
 
 
