@@ -39,31 +39,11 @@ class FixedPredictor:
 
 
 class RecordingStream(io.RawIOBase):
-    """A request body of `size` bytes of `fill` that counts how much the app read of it.
+    """A request body that counts how much the app read of it.
 
-    A network stream hands over what has arrived: at most `piece` bytes per read."""
+    Like a network stream, it hands over at most `piece` bytes per read (what has arrived)."""
 
-    def __init__(self, size: int, fill: bytes = b"x", piece: int | None = None) -> None:
-        self.remaining = size
-        self.fill = fill
-        self.piece = piece
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        count = min(len(buffer), self.remaining, self.piece or self.remaining)
-        buffer[:count] = self.fill * count
-        self.remaining -= count
-        self.bytes_read += count
-        return count
-
-
-class PieceStream(io.RawIOBase):
-    """`data` handed over at most `piece` bytes per read, as a network stream does."""
-
-    def __init__(self, data: bytes, piece: int) -> None:
+    def __init__(self, data: bytes, piece: int = 1 << 30) -> None:
         self.data = data
         self.piece = piece
         self.bytes_read = 0
@@ -111,7 +91,7 @@ def detail(response, status: int):
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/octet-stream"])
 def test_a_declared_oversized_body_is_413_without_reading_a_byte(client, predictor, content_type):
-    body = RecordingStream(LIMIT + 1)
+    body = RecordingStream(b"x" * (LIMIT + 1))
     response = send(client, body, content_type, CONTENT_LENGTH=str(LIMIT + 1))
     assert detail(response, 413) == f"request body larger than {LIMIT} bytes"
     assert body.bytes_read == 0
@@ -127,7 +107,7 @@ def test_a_body_of_exactly_the_limit_is_read_and_judged(client):
 
 
 def test_a_streamed_body_is_read_no_further_than_one_byte_past_the_limit(client, predictor):
-    body = RecordingStream(50 * LIMIT)
+    body = RecordingStream(b"x" * 50 * LIMIT)
     response = send(client, body, "application/json", **CHUNKED)
     assert detail(response, 413) == f"request body larger than {LIMIT} bytes"
     assert body.bytes_read == LIMIT + 1
@@ -136,7 +116,7 @@ def test_a_streamed_body_is_read_no_further_than_one_byte_past_the_limit(client,
 
 @pytest.mark.parametrize("piece", [3000, 1000, 4096])
 def test_a_body_streamed_in_pieces_is_read_no_further_than_one_byte_past_the_limit(client, predictor, piece):
-    body = RecordingStream(50 * LIMIT, piece=piece)
+    body = RecordingStream(b"x" * 50 * LIMIT, piece=piece)
     response = send(client, body, "application/json", **CHUNKED)
     assert detail(response, 413) == f"request body larger than {LIMIT} bytes"
     assert body.bytes_read == LIMIT + 1
@@ -144,7 +124,7 @@ def test_a_body_streamed_in_pieces_is_read_no_further_than_one_byte_past_the_lim
 
 
 def test_a_body_streamed_in_pieces_is_served_whole(client, predictor):
-    body = PieceStream(b'{"text": ["streamed in pieces", "of seven bytes"]}', piece=7)
+    body = RecordingStream(b'{"text": ["streamed in pieces", "of seven bytes"]}', piece=7)
     response = send(client, body, "application/json", **CHUNKED)
     assert response.status_code == 200
     assert predictor.seen == [["streamed in pieces", "of seven bytes"]]
@@ -152,14 +132,14 @@ def test_a_body_streamed_in_pieces_is_served_whole(client, predictor):
 
 def test_a_streamed_body_of_exactly_the_limit_is_read_and_judged(client):
     data = b'{"text": ["' + b"a" * (LIMIT - len(b'{"text": [""]}')) + b'"]}'
-    response = send(client, PieceStream(data, piece=1000), "application/json", **CHUNKED)
+    response = send(client, RecordingStream(data, piece=1000), "application/json", **CHUNKED)
     # Read (not 413): its one text is longer than MAX_TEXT_CHARS.
     assert detail(response, 422)[0]["loc"] == ["text", 0]
 
 
 def test_no_more_than_the_declared_length_is_read(client, predictor):
     payload = b'{"text": ["declared"]}'
-    body = PieceStream(payload + b"GET /next-request HTTP/1.1", piece=1 << 16)
+    body = RecordingStream(payload + b"GET /next-request HTTP/1.1", piece=1 << 16)
     response = send(client, body, "application/json", CONTENT_LENGTH=str(len(payload)))
     assert response.status_code == 200
     assert predictor.seen == [["declared"]]
