@@ -103,13 +103,13 @@ def test_a_request_the_app_crashes_on_before_answering_is_observed_as_a_500(clie
         raise RuntimeError("the app failed before it answered")
 
     client.application.wsgi_app.wsgi_app = crashing_app
-    before = duration(scrape_unobserved(), "count", "/health", "GET", 500)
+    before = duration(scrape_another_app(), "count", "/health", "GET", 500)
     with pytest.raises(RuntimeError):
         client.get("/health")
-    assert duration(scrape_unobserved(), "count", "/health", "GET", 500) - before == 1
+    assert duration(scrape_another_app(), "count", "/health", "GET", 500) - before == 1
 
 
-def scrape_unobserved() -> dict[tuple[str, tuple], float]:
+def scrape_another_app() -> dict[tuple[str, tuple], float]:
     """/metrics from a second app: the first one no longer answers."""
     return scrape(app_module.create_app(None, Settings()).test_client())
 
@@ -198,8 +198,8 @@ def test_a_request_without_path_info_is_a_404_observed_as_unmatched():
     flask_app = app_module.create_app(None, Settings())
     environ = EnvironBuilder(path="/").get_environ()
     del environ["PATH_INFO"]
-    before = duration(scrape_unobserved(), "count", "unmatched", "GET", 404)
+    before = duration(scrape_another_app(), "count", "unmatched", "GET", 404)
     statuses = []
     body = b"".join(flask_app.wsgi_app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
     assert (statuses, body) == (["404 NOT FOUND"], b'{"detail":"not found: no such path"}')
-    assert duration(scrape_unobserved(), "count", "unmatched", "GET", 404) - before == 1
+    assert duration(scrape_another_app(), "count", "unmatched", "GET", 404) - before == 1
