@@ -39,22 +39,23 @@ class FixedPredictor:
 
 
 class RecordingStream(io.RawIOBase):
-    """A request body of `size` bytes of `fill` that counts how much the app read of it."""
+    """A request body that counts how much the app read of it.
 
-    def __init__(self, size: int, fill: bytes = b"x") -> None:
-        self.remaining = size
-        self.fill = fill
+    Like a network stream, it hands over at most `piece` bytes per read (what has arrived)."""
+
+    def __init__(self, data: bytes, piece: int = 1 << 30) -> None:
+        self.data = data
+        self.piece = piece
         self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        count = min(len(buffer), self.remaining)
-        buffer[:count] = self.fill * count
-        self.remaining -= count
-        self.bytes_read += count
-        return count
+        chunk = self.data[self.bytes_read:self.bytes_read + min(len(buffer), self.piece)]
+        buffer[:len(chunk)] = chunk
+        self.bytes_read += len(chunk)
+        return len(chunk)
 
 
 CHUNKED = {"wsgi.input_terminated": True}  # what Gunicorn sets for a chunked body (no Content-Length)
@@ -90,7 +91,7 @@ def detail(response, status: int):
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/octet-stream"])
 def test_a_declared_oversized_body_is_413_without_reading_a_byte(client, predictor, content_type):
-    body = RecordingStream(LIMIT + 1)
+    body = RecordingStream(b"x" * (LIMIT + 1))
     response = send(client, body, content_type, CONTENT_LENGTH=str(LIMIT + 1))
     assert detail(response, 413) == f"request body larger than {LIMIT} bytes"
     assert body.bytes_read == 0
@@ -105,19 +106,41 @@ def test_a_body_of_exactly_the_limit_is_read_and_judged(client):
     assert detail(client.post("/predict", data=data, content_type="application/json"), 422)[0]["loc"] == ["text", 0]
 
 
-def test_a_streamed_body_is_read_no_further_than_one_byte_past_the_limit(client, predictor):
-    body = RecordingStream(50 * LIMIT)
+PIECES = pytest.mark.parametrize("piece", [1 << 30, 4096, 3000, 1000, 7],
+                                 ids=["whole", "4096 a read", "3000 a read", "1000 a read", "7 a read"])
+
+
+@PIECES
+def test_a_streamed_body_is_read_no_further_than_one_byte_past_the_limit(client, predictor, piece):
+    body = RecordingStream(b"x" * 50 * LIMIT, piece=piece)
     response = send(client, body, "application/json", **CHUNKED)
     assert detail(response, 413) == f"request body larger than {LIMIT} bytes"
     assert body.bytes_read == LIMIT + 1
     assert predictor.seen == []
 
 
-def test_a_streamed_body_within_the_limit_is_served(client, predictor):
-    payload = b'{"text": ["streamed"]}'
-    response = send(client, io.BytesIO(payload), "application/json", **CHUNKED)
+@PIECES
+def test_a_streamed_body_within_the_limit_is_served(client, predictor, piece):
+    body = RecordingStream(b'{"text": ["streamed in pieces", "of seven bytes"]}', piece=piece)
+    response = send(client, body, "application/json", **CHUNKED)
     assert response.status_code == 200
-    assert predictor.seen == [["streamed"]]
+    assert predictor.seen == [["streamed in pieces", "of seven bytes"]]
+
+
+def test_a_streamed_body_of_exactly_the_limit_is_read_and_judged(client):
+    data = b'{"text": ["' + b"a" * (LIMIT - len(b'{"text": [""]}')) + b'"]}'
+    response = send(client, RecordingStream(data, piece=1000), "application/json", **CHUNKED)
+    # Read (not 413): its one text is longer than MAX_TEXT_CHARS.
+    assert detail(response, 422)[0]["loc"] == ["text", 0]
+
+
+def test_no_more_than_the_declared_length_is_read(client, predictor):
+    payload = b'{"text": ["declared"]}'
+    body = RecordingStream(payload + b"GET /next-request HTTP/1.1", piece=1 << 16)
+    response = send(client, body, "application/json", CONTENT_LENGTH=str(len(payload)))
+    assert response.status_code == 200
+    assert predictor.seen == [["declared"]]
+    assert body.bytes_read == len(payload)
 
 
 def test_a_body_without_length_or_framing_is_empty(client):
@@ -141,6 +164,13 @@ def test_other_types_are_415(client, content_type):
     assert detail(response, 415) == "Content-Type must be application/json"
 
 
+def test_a_body_without_a_content_type_is_415(client, predictor):
+    response = client.post("/predict", data=b'{"text": ["ok"]}')
+    assert "Content-Type" not in response.request.headers
+    assert detail(response, 415) == "Content-Type must be application/json"
+    assert predictor.seen == []
+
+
 # --- validation: 422 with one entry per problem ------------------------------------------------------
 
 
@@ -150,6 +180,7 @@ def test_each_invalid_text_is_named_by_its_position(client):
         (["text", 1], "string_too_short"), (["text", 2], "string_blank"), (["text", 3], "string_too_long"),
     ]
     assert all(set(issue) == {"loc", "msg", "type"} for issue in issues)
+    assert issues[1]["msg"] == "Text must contain a character other than whitespace"
 
 
 @pytest.mark.parametrize("body, loc, kind", [
