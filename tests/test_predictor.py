@@ -26,7 +26,7 @@ def texts_counted(source: str) -> float:
 
 def make_predictor(engine: FakeEngine, redis_url: str | None, namespace: str, **batcher_options) -> Predictor:
     cache = PredictionCache(
-        redis_url, namespace=namespace, label_count=len(engine.labels), key_prefix="predictor-test:")
+        redis_url, namespace=namespace, label_count=len(engine.labels), key_prefix="predictor-test:", timeout_seconds=1.0)
     return Predictor(engine, Batcher(engine, **batcher_options), cache, model_string="fake@0123456789ab")
 
 
