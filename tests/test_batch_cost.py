@@ -234,3 +234,37 @@ def test_overload_by_predicted_wait_is_a_503_with_retry_after_over_http(engine):
     assert elapsed < 0.25, f"answered after {elapsed:.2f} s, not at once"
     assert client.post("/predict", json={"text": ["refused"]}).status_code == 200  # the retry succeeds
     batcher.stop()
+
+
+# --- the pace and the fit on edge cases ----------------------------------------------------------
+
+
+def test_batches_without_real_tokens_give_no_pace_instead_of_zero():
+    """A pace of zero would make every queued token an infinite wait; no tokens means no pace yet."""
+    cost = BatchCost()
+    cost.observe(1, 0, 0, 0.01)
+    assert cost.tokens_per_second() is None
+
+
+def test_a_single_real_token_already_gives_a_pace():
+    cost = BatchCost()
+    cost.observe(1, 1, 1, 0.01)
+    assert cost.tokens_per_second() == pytest.approx(100.0)
+
+
+def test_the_fit_keeps_the_one_feature_that_explains_the_times_when_the_others_would_be_negative():
+    """Orthogonal features: the best fit with coefficients >= 0 is the target clipped at zero,
+    here (0, 2, 0); every fit of two or three features needs a negative coefficient."""
+    from model.batch_cost import _non_negative_least_squares
+
+    features = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    target = np.array([-1.0, 2.0, -3.0, 0.0])
+    assert _non_negative_least_squares(features, target) == pytest.approx([0.0, 2.0, 0.0], abs=1e-12)
+
+
+def test_the_fit_uses_two_features_when_the_third_would_be_negative():
+    from model.batch_cost import _non_negative_least_squares
+
+    features = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    target = np.array([-1.0, 2.0, 3.0])
+    assert _non_negative_least_squares(features, target) == pytest.approx([0.0, 2.0, 3.0], abs=1e-12)

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from model.batcher import Batcher, Overloaded
+from tests.conftest import wait_until
 from tests.fakes import FakeEngine
 
 
@@ -263,3 +264,89 @@ def test_without_batching_texts_waiting_for_the_engine_are_bounded_and_counted_b
     batcher.stop()
     with pytest.raises(Overloaded, match="^the service is shutting down$"):
         batcher.submit(["late"])
+
+
+# --- the padding rule at its edges (before the cost model is fitted) -----------------------------
+
+
+def words(tokens: int, tag: str) -> str:
+    """A text the fake engine counts as `tokens` tokens (its words plus two special tokens)."""
+    return " ".join([tag] + ["w"] * (tokens - 3))
+
+
+def first_batch_after_a_blocker(batcher: Batcher, engine: FakeEngine, texts: list[str]) -> list[str]:
+    """Queue `texts` (one request each, in order) behind a held batch; the engine's next batch."""
+    blocker = occupy_engine(batcher, engine)
+    futures = [batcher.submit([text]) for text in texts]
+    engine.release()
+    for future in (blocker, *futures):
+        future.result(timeout=10)
+    batcher.stop()
+    return engine.batches[1]
+
+
+def test_a_batch_exactly_at_the_padded_token_limit_is_taken_whole(engine):
+    texts = [words(10, f"t{n}") for n in range(4)]  # 4 x 10 = 40 padded tokens
+    assert sorted(first_batch_after_a_blocker(Batcher(engine, max_batch_tokens=40), engine, texts)) == sorted(texts)
+
+
+def test_a_text_over_the_token_limit_is_passed_over_for_a_farther_one_that_fits(engine):
+    """Oldest 10 tokens; 14 is nearer in length but 2 x 14 > 25 tokens; 5 is farther and fits."""
+    oldest, nearer, farther = words(10, "oldest"), words(14, "nearer"), words(5, "farther")
+    batcher = Batcher(engine, max_batch_tokens=25, max_padding=10.0)
+    assert first_batch_after_a_blocker(batcher, engine, [oldest, nearer, farther]) == [farther, oldest]
+
+
+def test_padding_exactly_at_its_share_joins_and_just_over_it_does_not(engine):
+    # 6 and 10 tokens: 2 x 10 = 20 padded = 1.25 x 16 real; 5 and 10: 20 > 1.25 x 15.
+    at_limit = [words(6, "six"), words(10, "ten")]
+    assert sorted(first_batch_after_a_blocker(Batcher(engine, max_padding=0.25), engine, at_limit)) == sorted(at_limit)
+    engine.batches.clear()
+    over = [words(5, "five"), words(10, "ten")]
+    assert first_batch_after_a_blocker(Batcher(engine, max_padding=0.25), engine, over) == [over[0]]
+
+
+def test_a_text_over_the_padding_share_is_passed_over_for_a_farther_one_within_it(engine):
+    """Oldest 10 tokens: 7 is nearer but 2 x 10 > 1.17 x 17; 14 is farther and 2 x 14 <= 1.17 x 24."""
+    oldest, nearer, farther = words(10, "oldest"), words(7, "nearer"), words(14, "farther")
+    batcher = Batcher(engine, max_padding=0.17)
+    assert first_batch_after_a_blocker(batcher, engine, [oldest, nearer, farther]) == [oldest, farther]
+
+
+# --- without batching: failures, waits and the queue count ---------------------------------------
+
+
+def test_without_batching_an_engine_error_reaches_the_caller():
+    engine = FakeEngine(fail_on="broken")
+    batcher = Batcher(engine, batching=False)
+    with pytest.raises(RuntimeError, match="engine failure on 'broken'"):
+        batcher.submit(["fine", "broken"]).result(timeout=10)
+
+
+def test_without_batching_waiting_texts_add_up_in_the_limit_and_the_queue_count(engine):
+    batcher = Batcher(engine, max_batch_texts=4, max_queue_texts=4, batching=False)
+    engine.hold()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = pool.submit(lambda: batcher.submit(["first", "second"]).result(timeout=10))
+        assert engine.running.wait(10)
+        waiting = pool.submit(lambda: batcher.submit(["third"]).result(timeout=10))
+        wait_until(lambda: batcher.queued_texts() == 3, 10, "the second request to wait for the engine")
+        with pytest.raises(Overloaded, match=r"^3 texts are waiting \(limit 4\)$"):
+            batcher.submit(["fourth", "fifth"])
+        engine.release()
+        running.result(timeout=10)
+        np.testing.assert_array_equal(waiting.result(timeout=10), engine.expected(["third"]))
+    assert batcher.queued_texts() == 0
+
+
+def test_without_batching_the_queue_wait_observed_is_the_time_waited(engine):
+    def sample(name):
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    count, total = sample("sentiment_queue_wait_seconds_count"), sample("sentiment_queue_wait_seconds_sum")
+    batcher = Batcher(engine, max_batch_texts=2, batching=False)
+    started = time.perf_counter()
+    batcher.submit(["one", "two", "three"]).result(timeout=10)
+    elapsed = time.perf_counter() - started
+    assert sample("sentiment_queue_wait_seconds_count") - count == 3
+    assert 0 <= sample("sentiment_queue_wait_seconds_sum") - total <= 3 * elapsed

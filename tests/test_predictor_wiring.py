@@ -95,6 +95,17 @@ def test_redis_keys_carry_the_prefix_the_fingerprint_and_the_engine_precision(lo
     assert len(client.get(key)) == 3 * 4, "one float32 per label of the engine"
 
 
+def test_a_second_worker_built_from_the_same_settings_reads_the_first_ones_rows(loaded, redis_server):
+    build, engine = loaded
+    settings = {"redis_url": redis_server.url, "cache_key_prefix": "wiring-shared:", "cache_timeout_seconds": 1.0}
+    assert build(**settings).predict(["shared between workers"]).cache_status == "miss"
+    engine.batches.clear()
+    answer = build(**settings).predict(["shared between workers"])
+    assert answer.cache_status == "hit"
+    assert engine.batches == []
+    assert dict(answer.scores[0]) == dict(zip(engine.labels, engine.expected(["shared between workers"])[0].tolist()))
+
+
 def test_the_cache_takes_its_timeouts_and_memory_rows_from_the_settings(loaded, redis_server):
     build, _ = loaded
     predictor = build(redis_url=redis_server.url, cache_timeout_seconds=0.3, cache_retry_seconds=4.5,
