@@ -268,3 +268,39 @@ def test_the_fit_uses_two_features_when_the_third_would_be_negative():
     features = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     target = np.array([-1.0, 2.0, 3.0])
     assert _non_negative_least_squares(features, target) == pytest.approx([0.0, 2.0, 3.0], abs=1e-12)
+
+
+# --- the cost model's choice at its edges ----------------------------------------------------------
+
+
+def test_when_no_neighbour_pays_off_the_oldest_text_runs_alone(engine):
+    """Padding is all that costs: 5 real tokens in 5 s-units alone beat 25 in 40 with a 20-token text."""
+    batcher = Batcher(engine, max_padding=10.0)
+    batcher.cost = KnownCost(formula(0.0, 1e-5, 0.0))
+    short, long = text_of(5, "short"), text_of(20, "long")
+    queue_behind_a_blocker(batcher, engine, [short, long])
+    assert engine.batches[1:] == [[short], [long]]
+    batcher.stop()
+
+
+def test_the_chosen_batch_holds_at_most_the_text_limit(engine):
+    batcher = Batcher(engine, max_batch_texts=3)
+    batcher.cost = KnownCost(formula(1.0, 0.0, 0.0))  # a huge fixed cost: as many as allowed
+    texts = [text_of(8, f"t{n}") for n in range(7)]
+    queue_behind_a_blocker(batcher, engine, texts)
+    assert [len(batch) for batch in engine.batches[1:]] == [3, 3, 1]
+    batcher.stop()
+
+
+def test_queued_work_of_exactly_the_wait_limit_is_still_admitted(engine):
+    batcher = Batcher(engine, max_wait_seconds=2.0)
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=10.0)
+    blocker = occupy_engine(batcher, engine)
+    ahead = batcher.submit([text_of(20, "ahead")])  # 20 tokens at 10 per second: exactly 2.0 s
+    at_limit = batcher.submit(["admitted"])
+    with pytest.raises(Overloaded, match=r"^the queued texts need about 2\.3 s of engine time \(limit 2 s\)$"):
+        batcher.submit(["refused"])  # 23 tokens ahead: 2.3 s
+    engine.release()
+    for future in (blocker, ahead, at_limit):
+        future.result(timeout=10)
+    batcher.stop()
