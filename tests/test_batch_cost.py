@@ -304,3 +304,61 @@ def test_queued_work_of_exactly_the_wait_limit_is_still_admitted(engine):
     for future in (blocker, ahead, at_limit):
         future.result(timeout=10)
     batcher.stop()
+
+
+def test_a_batch_that_took_no_time_is_not_counted():
+    cost = BatchCost()
+    cost.observe(4, 10, 40, 0.0)
+    assert cost.tokens_per_second() is None
+    assert not cost.fitted
+
+
+def test_three_shapes_are_enough_for_a_fit_and_two_are_not():
+    truth = formula(0.002, 1e-5, 1e-8)
+    cost = BatchCost()
+    for texts, longest in [(1, 16), (4, 64)]:
+        cost.observe(texts, longest, texts * longest, truth(texts, longest))
+    assert not cost.fitted
+    cost.observe(16, 128, 16 * 128, truth(16, 128))
+    assert cost.fitted
+    assert cost.seconds(8, 32) == pytest.approx(truth(8, 32), rel=1e-6)
+
+
+def test_times_that_do_not_grow_with_the_tokens_leave_the_padding_rule_in_charge():
+    """A fixed time per batch whatever its shape says nothing about padding: no cost model from it."""
+    cost = BatchCost()
+    for texts, longest in [(1, 16), (4, 64), (16, 128), (2, 8)]:
+        cost.observe(texts, longest, texts * longest, 0.01)
+    assert not cost.fitted
+
+
+def test_once_fitted_the_model_is_refitted_every_eighth_batch():
+    """A first fit on three shapes; then the engine gets twice as slow: the model keeps its first
+    fit for seven batches and moves to the new times with the eighth."""
+    first, slower = formula(0.002, 1e-5, 1e-8), formula(0.004, 2e-5, 2e-8)
+    cost = BatchCost()
+    shapes = [(1, 16), (4, 64), (16, 128), (2, 32), (8, 16), (1, 100), (3, 50), (6, 20)]
+    for texts, longest in shapes[:3]:
+        cost.observe(texts, longest, texts * longest, first(texts, longest))
+    assert cost.seconds(8, 32) == pytest.approx(first(8, 32), rel=1e-6)
+    for texts, longest in shapes[:7]:
+        cost.observe(texts, longest, texts * longest, slower(texts, longest))
+        assert cost.seconds(8, 32) == pytest.approx(first(8, 32), rel=1e-6), "refitted before the eighth batch"
+    cost.observe(*shapes[7], shapes[7][0] * shapes[7][1], slower(*shapes[7]))
+    assert cost.seconds(8, 32) > 1.3 * first(8, 32), "not refitted on the eighth batch"
+    for texts, longest in shapes[:7]:
+        cost.observe(texts, longest, texts * longest, slower(texts, longest))
+    before = cost.seconds(8, 32)
+    cost.observe(*shapes[7], shapes[7][0] * shapes[7][1], slower(*shapes[7]))
+    assert cost.seconds(8, 32) > before, "the next eighth batch refits again"
+
+
+def test_neighbours_are_the_texts_closest_in_length_not_the_shortest(engine):
+    """Oldest 20 tokens; 21 and 22 are its neighbours, 4 is the shortest: with a fixed cost per call
+    [20, 21, 22] scores the most tokens per second (63 / 1.66 ms), ahead of all four (67 / 1.88 ms)."""
+    batcher = Batcher(engine)
+    batcher.cost = KnownCost(formula(0.001, 1e-5, 0.0))
+    oldest, shortest, near, nearer = text_of(20, "oldest"), text_of(4, "shortest"), text_of(22, "near"), text_of(21, "nearer")
+    queue_behind_a_blocker(batcher, engine, [oldest, shortest, near, nearer])
+    assert engine.batches[1:] == [[oldest, nearer, near], [shortest]]
+    batcher.stop()
