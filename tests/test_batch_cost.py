@@ -310,7 +310,9 @@ def test_a_batch_that_took_no_time_is_not_counted():
     cost = BatchCost()
     cost.observe(4, 10, 40, 0.0)
     assert cost.tokens_per_second() is None
-    assert not cost.fitted
+    cost.observe(1, 10, 10, 0.01)
+    cost.observe(4, 10, 40, 0.0)  # its 40 tokens would make the pace 5,000 tokens per second
+    assert cost.tokens_per_second() == pytest.approx(1000.0)
 
 
 def test_three_shapes_are_enough_for_a_fit_and_two_are_not():
