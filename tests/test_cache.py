@@ -300,3 +300,40 @@ def test_close_lets_go_of_the_redis_connection(redis_server):
     assert connected() == before + 1
     cache.close()
     wait_until(lambda: connected() == before, 5, "the connection to close")
+
+
+def test_a_cache_built_without_options_has_the_services_documented_defaults(redis_server):
+    """The defaults README's settings table gives: prefix `sentiment:`, a day's TTL, 50 ms socket
+    timeout, 2 s retry window, 4096 rows kept in memory for 60 s."""
+    cache = PredictionCache(redis_server.url, namespace="defaults", label_count=2)
+    assert cache.set_many(rows(["with the defaults"]))
+    key = "sentiment:" + hashlib.sha256(b"defaults|with the defaults").hexdigest()
+    client = redis_server.client()
+    assert 86400 - 5 <= client.ttl(key) <= 86400
+    connection = cache._client.connection_pool.connection_kwargs
+    assert (connection["socket_timeout"], connection["socket_connect_timeout"]) == (0.05, 0.05)
+    assert cache.retry_seconds == 2.0
+    assert (cache._local.capacity, cache._local.lifetime_seconds) == (4096, 60.0)
+    client.delete(key)
+    cache.close()
+
+
+def test_a_new_cache_is_ok_and_its_first_answer_logs_nothing(redis_server, caplog):
+    cache = make_cache(redis_server.url, namespace="fresh")
+    assert cache.state() == "ok"
+    with caplog.at_level("INFO", logger="model.cache"):
+        assert cache.set_many(rows(["first call"]))
+    assert [r.getMessage() for r in caplog.records if r.name == "model.cache"] == []
+
+
+def test_a_read_after_an_idle_second_is_one_mget_without_a_health_check_ping(redis_server):
+    """Every read costs one round trip, however long the connection sat idle."""
+    cache = make_cache(redis_server.url, namespace="idle")
+    cache.get_many(["opens the connection"])
+    client = redis_server.client()
+    client.config_resetstat()
+    time.sleep(1.2)
+    cache.get_many(["after an idle second"])
+    stats = client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    assert "cmdstat_ping" not in stats
