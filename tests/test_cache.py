@@ -337,3 +337,21 @@ def test_a_read_after_an_idle_second_is_one_mget_without_a_health_check_ping(red
     stats = client.info("commandstats")
     assert stats["cmdstat_mget"]["calls"] == 1
     assert "cmdstat_ping" not in stats
+
+
+def test_rows_given_in_float64_are_stored_and_read_back_as_float32(redis_server):
+    cache = make_cache(redis_server.url, namespace="float64-in")
+    given = np.array([0.1, 0.9], dtype=np.float64)
+    assert cache.set_many({"computed in float64": given})
+    assert len(redis_server.client().get(cache.key("computed in float64"))) == 2 * 4
+    other_worker = make_cache(redis_server.url, namespace="float64-in")
+    (row,) = other_worker.get_many(["computed in float64"])
+    assert row.dtype == np.float32
+    assert row.tolist() == given.astype(np.float32).tolist()
+
+
+def test_a_memory_of_one_row_keeps_the_latest(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-one", local_texts=1)
+    cache.set_many(rows(["older"]))
+    cache.set_many(rows(["latest"]))
+    assert set(cache.get_local(["older", "latest"])) == {"latest"}
