@@ -350,3 +350,76 @@ def test_without_batching_the_queue_wait_observed_is_the_time_waited(engine):
     elapsed = time.perf_counter() - started
     assert sample("sentiment_queue_wait_seconds_count") - count == 3
     assert 0 <= sample("sentiment_queue_wait_seconds_sum") - total <= 3 * elapsed
+
+
+# --- defaults, the engine thread, and what the engine hands back ----------------------------------
+
+
+def test_a_batcher_built_without_options_has_the_services_documented_defaults(engine):
+    """The defaults README's settings table gives: 64 texts and 8192 padded tokens per batch, 1024
+    queued texts, 25% padding, 10 s of queue wait, batching on."""
+    batcher = Batcher(engine)
+    assert (batcher.max_batch_texts, batcher.max_batch_tokens, batcher.max_queue_texts) == (64, 8192, 1024)
+    assert (batcher.max_padding, batcher.max_wait_seconds, batcher.batching) == (0.25, 10.0, True)
+    batcher.stop()
+
+
+def test_the_engine_thread_is_named_and_does_not_keep_the_process_alive():
+    """A thread listing (py-spy, faulthandler) names it; a worker that exits without stop() still exits."""
+    import subprocess
+    import sys
+
+    program = (
+        "import threading; from model.batcher import Batcher; from tests.fakes import FakeEngine; "
+        "batcher = Batcher(FakeEngine()); "
+        "print([thread.name for thread in threading.enumerate() if thread.daemon])"
+    )
+    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "['engine-batcher']"
+
+
+def test_stop_with_a_timeout_returns_while_a_batch_still_runs(engine):
+    batcher = Batcher(engine)
+    blocker = occupy_engine(batcher, engine)
+    started = time.perf_counter()
+    batcher.stop(timeout=0.2)
+    waited = time.perf_counter() - started
+    engine.release()
+    blocker.result(timeout=10)
+    assert 0.2 <= waited < 5, f"stop(timeout=0.2) returned after {waited:.2f} s"
+
+
+class ShortEngine(FakeEngine):
+    """Drops the last row of every batch of more than one text."""
+
+    def predict_encoded(self, encodings):
+        scores = super().predict_encoded(encodings)
+        return scores[:-1] if len(scores) > 1 else scores
+
+
+def test_an_engine_that_returns_too_few_rows_fails_the_batch_with_the_counts():
+    engine = ShortEngine(labels=("a", "b", "c"))
+    batcher = Batcher(engine)
+    blocker = occupy_engine(batcher, engine)
+    short = [batcher.submit([f"text {n}"]) for n in range(2)]
+    engine.release()
+    blocker.result(timeout=10)
+    for future in short:
+        with pytest.raises(RuntimeError, match=r"^engine returned 1 rows for 2 texts$"):
+            future.result(timeout=10)
+    batcher.stop()
+
+
+def test_the_inference_time_observed_is_at_most_the_time_the_batch_took(engine):
+    def sample(name):
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    count, total = (sample(f"sentiment_inference_duration_seconds_{part}") for part in ("count", "sum"))
+    batcher = Batcher(engine)
+    started = time.perf_counter()
+    batcher.submit(["one", "two"]).result(timeout=10)
+    elapsed = time.perf_counter() - started
+    batcher.stop()
+    assert sample("sentiment_inference_duration_seconds_count") - count == 1
+    assert 0 <= sample("sentiment_inference_duration_seconds_sum") - total <= elapsed
