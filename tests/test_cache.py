@@ -355,3 +355,15 @@ def test_a_memory_of_one_row_keeps_the_latest(redis_server):
     cache.set_many(rows(["older"]))
     cache.set_many(rows(["latest"]))
     assert set(cache.get_local(["older", "latest"])) == {"latest"}
+
+
+def test_a_text_with_a_lone_surrogate_is_cached_like_any_other(redis_server):
+    """JSON lets a client send "\\ud800"; Python decodes it to a lone surrogate, which UTF-8 cannot encode strictly."""
+    cache = make_cache(redis_server.url, namespace="surrogate")
+    text = "half an emoji \ud83d"
+    stored = rows([text])
+    assert cache.set_many(stored)
+    expected_key = "cache-test:" + hashlib.sha256("surrogate|half an emoji ".encode() + b"\xed\xa0\xbd").hexdigest()
+    assert cache.key(text) == expected_key
+    (row,) = make_cache(redis_server.url, namespace="surrogate").get_many([text])
+    assert row.tobytes() == np.asarray(stored[text], dtype=np.float32).tobytes()
