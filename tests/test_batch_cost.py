@@ -146,12 +146,16 @@ def test_the_next_batch_is_the_one_with_the_most_real_tokens_per_second(engine, 
     batcher.stop()
 
 
-def test_the_padded_token_limit_still_bounds_the_chosen_batch(engine):
-    batcher = Batcher(engine, max_batch_tokens=100)
+@pytest.mark.parametrize("limits, tokens, count, sizes", [
+    ({"max_batch_tokens": 100}, 20, 8, [5, 3]),  # 5 x 20 padded tokens
+    ({"max_batch_texts": 3}, 8, 7, [3, 3, 1]),
+], ids=["padded-tokens", "texts"])
+def test_the_limits_still_bound_the_chosen_batch(engine, limits, tokens, count, sizes):
+    batcher = Batcher(engine, **limits)
     batcher.cost = KnownCost(formula(1.0, 0.0, 0.0))  # a huge fixed cost: as many as allowed
-    texts = [text_of(20, f"t{n}") for n in range(8)]
+    texts = [text_of(tokens, f"t{n}") for n in range(count)]
     queue_behind_a_blocker(batcher, engine, texts)
-    assert [len(batch) for batch in engine.batches[1:]] == [5, 3]
+    assert [len(batch) for batch in engine.batches[1:]] == sizes
     batcher.stop()
 
 
@@ -280,15 +284,6 @@ def test_when_no_neighbour_pays_off_the_oldest_text_runs_alone(engine):
     short, long = text_of(5, "short"), text_of(20, "long")
     queue_behind_a_blocker(batcher, engine, [short, long])
     assert engine.batches[1:] == [[short], [long]]
-    batcher.stop()
-
-
-def test_the_chosen_batch_holds_at_most_the_text_limit(engine):
-    batcher = Batcher(engine, max_batch_texts=3)
-    batcher.cost = KnownCost(formula(1.0, 0.0, 0.0))  # a huge fixed cost: as many as allowed
-    texts = [text_of(8, f"t{n}") for n in range(7)]
-    queue_behind_a_blocker(batcher, engine, texts)
-    assert [len(batch) for batch in engine.batches[1:]] == [3, 3, 1]
     batcher.stop()
 
 

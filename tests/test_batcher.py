@@ -250,17 +250,23 @@ def test_the_wait_limit_counts_waiting_not_the_requests_own_batches(engine):
 
 
 def test_without_batching_texts_waiting_for_the_engine_are_bounded_and_counted_back(engine):
-    batcher = Batcher(engine, max_batch_texts=4, max_queue_texts=3, batching=False)
+    """Texts running and texts waiting for the engine add up against the limit, and in queued_texts()."""
+    batcher = Batcher(engine, max_batch_texts=4, max_queue_texts=4, batching=False)
     engine.hold()
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         running = pool.submit(lambda: batcher.submit(["first", "second"]).result(timeout=10))
         assert engine.running.wait(10)
-        with pytest.raises(Overloaded, match=r"^2 texts are waiting \(limit 3\)$"):
-            batcher.submit(["third", "fourth"])
+        waiting = pool.submit(lambda: batcher.submit(["third"]).result(timeout=10))
+        wait_until(lambda: batcher.queued_texts() == 3, 10, "the second request to wait for the engine")
+        with pytest.raises(Overloaded, match=r"^3 texts are waiting \(limit 4\)$"):
+            batcher.submit(["fourth", "fifth"])
         engine.release()
         np.testing.assert_array_equal(running.result(timeout=10), engine.expected(["first", "second"]))
+        np.testing.assert_array_equal(waiting.result(timeout=10), engine.expected(["third"]))
+    assert batcher.queued_texts() == 0
     # Counted back: a request up to the limit is served again.
-    np.testing.assert_array_equal(batcher.submit(["a", "b", "c"]).result(timeout=10), engine.expected(["a", "b", "c"]))
+    four = ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(batcher.submit(four).result(timeout=10), engine.expected(four))
     batcher.stop()
     with pytest.raises(Overloaded, match="^the service is shutting down$"):
         batcher.submit(["late"])
@@ -321,22 +327,6 @@ def test_without_batching_an_engine_error_reaches_the_caller():
     batcher = Batcher(engine, batching=False)
     with pytest.raises(RuntimeError, match="engine failure on 'broken'"):
         batcher.submit(["fine", "broken"]).result(timeout=10)
-
-
-def test_without_batching_waiting_texts_add_up_in_the_limit_and_the_queue_count(engine):
-    batcher = Batcher(engine, max_batch_texts=4, max_queue_texts=4, batching=False)
-    engine.hold()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        running = pool.submit(lambda: batcher.submit(["first", "second"]).result(timeout=10))
-        assert engine.running.wait(10)
-        waiting = pool.submit(lambda: batcher.submit(["third"]).result(timeout=10))
-        wait_until(lambda: batcher.queued_texts() == 3, 10, "the second request to wait for the engine")
-        with pytest.raises(Overloaded, match=r"^3 texts are waiting \(limit 4\)$"):
-            batcher.submit(["fourth", "fifth"])
-        engine.release()
-        running.result(timeout=10)
-        np.testing.assert_array_equal(waiting.result(timeout=10), engine.expected(["third"]))
-    assert batcher.queued_texts() == 0
 
 
 def test_without_batching_the_queue_wait_observed_is_the_time_waited(engine):
