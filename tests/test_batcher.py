@@ -40,6 +40,7 @@ def test_an_idle_batcher_runs_a_submission_at_once_as_one_batch(engine):
     scores = batcher.submit(texts).result(timeout=10)
     assert engine.batches == [sorted(texts, key=lambda t: len(t.split()))]
     np.testing.assert_array_equal(scores, engine.expected(texts))
+    assert scores.dtype == np.float32, "the engine's float32 rows, not widened"
     batcher.stop()
 
 
@@ -134,7 +135,7 @@ def test_a_full_queue_refuses_at_once_and_accepts_again_later(engine):
     batcher = Batcher(engine, max_queue_texts=4)
     blocker = occupy_engine(batcher, engine)
     queued = batcher.submit(["one", "two", "three"])
-    with pytest.raises(Overloaded):
+    with pytest.raises(Overloaded, match=r"^3 texts are queued \(limit 4\)$"):
         batcher.submit(["four", "five"])
     fits = batcher.submit(["four"])
     engine.release()
@@ -144,7 +145,7 @@ def test_a_full_queue_refuses_at_once_and_accepts_again_later(engine):
     batcher.stop()
 
 
-def test_an_engine_error_fails_only_the_requests_of_that_batch():
+def test_an_engine_error_fails_only_the_requests_of_that_batch(caplog):
     engine = FakeEngine(fail_on="boom")
     batcher = Batcher(engine, max_batch_texts=1)
     blocker = occupy_engine(batcher, engine)
@@ -154,6 +155,8 @@ def test_an_engine_error_fails_only_the_requests_of_that_batch():
     blocker.result(timeout=10)
     with pytest.raises(RuntimeError, match="boom"):
         failing.result(timeout=10)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "model.batcher"] == [
+        ("ERROR", "engine batch of 1 texts failed: engine failure on 'boom'")]
     np.testing.assert_array_equal(fine.result(timeout=10), engine.expected(["fine"]))
     np.testing.assert_array_equal(batcher.submit(["after"]).result(timeout=10), engine.expected(["after"]))
     batcher.stop()
@@ -171,7 +174,7 @@ def test_stop_finishes_queued_work_then_refuses(engine):
     blocker.result(timeout=1)
     for n, future in enumerate(queued):
         np.testing.assert_array_equal(future.result(timeout=1), engine.expected([f"queued {n}"]))
-    with pytest.raises(Overloaded):
+    with pytest.raises(Overloaded, match="^the service is shutting down$"):
         batcher.submit(["too late"])
 
 
@@ -329,20 +332,29 @@ def test_without_batching_an_engine_error_reaches_the_caller():
         batcher.submit(["fine", "broken"]).result(timeout=10)
 
 
-def test_without_batching_the_queue_wait_observed_is_the_time_waited(engine):
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "alone"])
+def test_the_queue_wait_observed_is_at_most_the_time_waited(engine, batching):
     def sample(name):
         return REGISTRY.get_sample_value(name) or 0.0
 
     count, total = sample("sentiment_queue_wait_seconds_count"), sample("sentiment_queue_wait_seconds_sum")
-    batcher = Batcher(engine, max_batch_texts=2, batching=False)
+    batcher = Batcher(engine, max_batch_texts=2, batching=batching)
     started = time.perf_counter()
     batcher.submit(["one", "two", "three"]).result(timeout=10)
     elapsed = time.perf_counter() - started
+    batcher.stop()
     assert sample("sentiment_queue_wait_seconds_count") - count == 3
     assert 0 <= sample("sentiment_queue_wait_seconds_sum") - total <= 3 * elapsed
 
 
 # --- defaults, the engine thread, and what the engine hands back ----------------------------------
+
+
+def test_an_empty_submission_is_a_programming_error():
+    batcher = Batcher(FakeEngine())
+    with pytest.raises(ValueError, match=r"^submit\(\) needs at least one text$"):
+        batcher.submit([])
+    batcher.stop()
 
 
 def test_a_batcher_built_without_options_has_the_services_documented_defaults(engine):
