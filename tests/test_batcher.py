@@ -366,19 +366,17 @@ def test_a_batcher_built_without_options_has_the_services_documented_defaults(en
     batcher.stop()
 
 
-def test_the_engine_thread_is_named_and_does_not_keep_the_process_alive():
-    """A thread listing (py-spy, faulthandler) names it; a worker that exits without stop() still exits."""
-    import subprocess
-    import sys
+def test_the_engine_thread_is_named_and_does_not_keep_the_process_alive(engine):
+    """A thread listing (py-spy, faulthandler) names it; as a daemon thread it lets a worker exit
+    without stop()."""
+    def engine_threads():
+        return [thread for thread in threading.enumerate() if thread.name == "engine-batcher"]
 
-    program = (
-        "import threading; from model.batcher import Batcher; from tests.fakes import FakeEngine; "
-        "batcher = Batcher(FakeEngine()); "
-        "print([thread.name for thread in threading.enumerate() if thread.daemon])"
-    )
-    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
-    assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.strip() == "['engine-batcher']"
+    before = set(engine_threads())
+    batcher = Batcher(engine)
+    (started,) = set(engine_threads()) - before
+    assert started.daemon
+    batcher.stop()
 
 
 def test_stop_with_a_timeout_returns_while_a_batch_still_runs(engine):
