@@ -359,3 +359,17 @@ def test_neighbours_are_the_texts_closest_in_length_not_the_shortest(engine):
     queue_behind_a_blocker(batcher, engine, [oldest, shortest, near, nearer])
     assert engine.batches[1:] == [[oldest, nearer, near], [shortest]]
     batcher.stop()
+
+
+def test_the_model_and_the_pace_forget_batches_older_than_the_last_256():
+    """The engine moved to a CPU twice as slow: after 256 batches there, nothing of the old one is left."""
+    before, after = formula(0.002, 1e-5, 1e-8), formula(0.004, 2e-5, 2e-8)
+    shapes = [(1, 16), (4, 64), (16, 128), (2, 32)]
+    cost = BatchCost()
+    for texts, longest in shapes * 4:
+        cost.observe(texts, longest, texts * longest, before(texts, longest))
+    for texts, longest in shapes * 66:  # 264 batches: the last refit (every 8th) sees only these
+        cost.observe(texts, longest, texts * longest, after(texts, longest))
+    assert cost.seconds(8, 32) == pytest.approx(after(8, 32), rel=1e-6)
+    tokens = sum(texts * longest for texts, longest in shapes)
+    assert cost.tokens_per_second() == pytest.approx(tokens / sum(after(*shape) for shape in shapes), rel=1e-9)
