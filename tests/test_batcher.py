@@ -366,7 +366,7 @@ def test_a_batcher_built_without_options_has_the_services_documented_defaults(en
     batcher.stop()
 
 
-def test_the_engine_thread_is_named_and_does_not_keep_the_process_alive(engine):
+def test_the_engine_thread_is_a_named_daemon_thread(engine):
     """A thread listing (py-spy, faulthandler) names it; as a daemon thread it lets a worker exit
     without stop()."""
     def engine_threads():
