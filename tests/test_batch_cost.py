@@ -147,12 +147,16 @@ def test_the_next_batch_is_the_one_with_the_most_real_tokens_per_second(engine, 
     batcher.stop()
 
 
-def test_the_padded_token_limit_still_bounds_the_chosen_batch(engine):
-    batcher = Batcher(engine, max_batch_tokens=100)
+@pytest.mark.parametrize("limits, tokens, count, sizes", [
+    ({"max_batch_tokens": 100}, 20, 8, [5, 3]),  # 5 x 20 padded tokens
+    ({"max_batch_texts": 3}, 8, 7, [3, 3, 1]),
+], ids=["padded-tokens", "texts"])
+def test_the_limits_still_bound_the_chosen_batch(engine, limits, tokens, count, sizes):
+    batcher = Batcher(engine, **limits)
     batcher.cost = KnownCost(formula(1.0, 0.0, 0.0))  # a huge fixed cost: as many as allowed
-    texts = [text_of(20, f"t{n}") for n in range(8)]
+    texts = [text_of(tokens, f"t{n}") for n in range(count)]
     queue_behind_a_blocker(batcher, engine, texts)
-    assert [len(batch) for batch in engine.batches[1:]] == [5, 3]
+    assert [len(batch) for batch in engine.batches[1:]] == sizes
     batcher.stop()
 
 
@@ -300,3 +304,138 @@ def test_overload_by_predicted_wait_is_a_503_with_retry_after_over_http(engine):
     assert elapsed < 0.25, f"answered after {elapsed:.2f} s, not at once"
     assert client.post("/predict", json={"text": ["refused"]}).status_code == 200  # the retry succeeds
     batcher.stop()
+
+
+# --- the pace and the fit on edge cases ----------------------------------------------------------
+
+
+def test_batches_without_real_tokens_give_no_pace_instead_of_zero():
+    """A pace of zero would make every queued token an infinite wait; no tokens means no pace yet."""
+    cost = BatchCost()
+    cost.observe(1, 0, 0, 0.01)
+    assert cost.tokens_per_second() is None
+
+
+def test_a_single_real_token_already_gives_a_pace():
+    cost = BatchCost()
+    cost.observe(1, 1, 1, 0.01)
+    assert cost.tokens_per_second() == pytest.approx(100.0)
+
+
+def test_the_fit_keeps_the_one_feature_that_explains_the_times_when_the_others_would_be_negative():
+    """Orthogonal features: the best fit with coefficients >= 0 is the target clipped at zero,
+    here (0, 2, 0); every fit of two or three features needs a negative coefficient."""
+    from model.batch_cost import _non_negative_least_squares
+
+    features = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    target = np.array([-1.0, 2.0, -3.0, 0.0])
+    assert _non_negative_least_squares(features, target) == pytest.approx([0.0, 2.0, 0.0], abs=1e-12)
+
+
+def test_the_fit_uses_two_features_when_the_third_would_be_negative():
+    from model.batch_cost import _non_negative_least_squares
+
+    features = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    target = np.array([-1.0, 2.0, 3.0])
+    assert _non_negative_least_squares(features, target) == pytest.approx([0.0, 2.0, 3.0], abs=1e-12)
+
+
+# --- the cost model's choice at its edges ----------------------------------------------------------
+
+
+def test_when_no_neighbour_pays_off_the_oldest_text_runs_alone(engine):
+    """Padding is all that costs: 5 real tokens in 5 s-units alone beat 25 in 40 with a 20-token text."""
+    batcher = Batcher(engine, max_padding=10.0)
+    batcher.cost = KnownCost(formula(0.0, 1e-5, 0.0))
+    short, long = text_of(5, "short"), text_of(20, "long")
+    queue_behind_a_blocker(batcher, engine, [short, long])
+    assert engine.batches[1:] == [[short], [long]]
+    batcher.stop()
+
+
+def test_queued_work_of_exactly_the_wait_limit_is_still_admitted(engine):
+    batcher = Batcher(engine, max_wait_seconds=2.0)
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=10.0)
+    blocker = occupy_engine(batcher, engine)
+    ahead = batcher.submit([text_of(20, "ahead")])  # 20 tokens at 10 per second: exactly 2.0 s
+    at_limit = batcher.submit(["admitted"])
+    with pytest.raises(Overloaded, match=r"^the queued texts need about 2\.3 s of engine time \(limit 2 s\)$"):
+        batcher.submit(["refused"])  # 23 tokens ahead: 2.3 s
+    engine.release()
+    for future in (blocker, ahead, at_limit):
+        future.result(timeout=10)
+    batcher.stop()
+
+
+def test_a_batch_that_took_no_time_is_not_counted():
+    cost = BatchCost()
+    cost.observe(4, 10, 40, 0.0)
+    assert cost.tokens_per_second() is None
+    cost.observe(1, 10, 10, 0.01)
+    cost.observe(4, 10, 40, 0.0)  # its 40 tokens would make the pace 5,000 tokens per second
+    assert cost.tokens_per_second() == pytest.approx(1000.0)
+
+
+def test_three_shapes_are_enough_for_a_fit_and_two_are_not():
+    truth = formula(0.002, 1e-5, 1e-8)
+    cost = BatchCost()
+    for texts, longest in [(1, 16), (4, 64)]:
+        cost.observe(texts, longest, texts * longest, truth(texts, longest))
+    assert not cost.fitted
+    cost.observe(16, 128, 16 * 128, truth(16, 128))
+    assert cost.fitted
+    assert cost.seconds(8, 32) == pytest.approx(truth(8, 32), rel=1e-6)
+
+
+def test_times_that_do_not_grow_with_the_tokens_leave_the_padding_rule_in_charge():
+    """A fixed time per batch whatever its shape says nothing about padding: no cost model from it."""
+    cost = BatchCost()
+    for texts, longest in [(1, 16), (4, 64), (16, 128), (2, 8)]:
+        cost.observe(texts, longest, texts * longest, 0.01)
+    assert not cost.fitted
+
+
+def test_once_fitted_the_model_is_refitted_every_eighth_batch():
+    """A first fit on three shapes; then the engine gets twice as slow: the model keeps its first
+    fit for seven batches and moves to the new times with the eighth."""
+    first, slower = formula(0.002, 1e-5, 1e-8), formula(0.004, 2e-5, 2e-8)
+    cost = BatchCost()
+    shapes = [(1, 16), (4, 64), (16, 128), (2, 32), (8, 16), (1, 100), (3, 50), (6, 20)]
+    for texts, longest in shapes[:3]:
+        cost.observe(texts, longest, texts * longest, first(texts, longest))
+    assert cost.seconds(8, 32) == pytest.approx(first(8, 32), rel=1e-6)
+    for texts, longest in shapes[:7]:
+        cost.observe(texts, longest, texts * longest, slower(texts, longest))
+        assert cost.seconds(8, 32) == pytest.approx(first(8, 32), rel=1e-6), "refitted before the eighth batch"
+    cost.observe(*shapes[7], shapes[7][0] * shapes[7][1], slower(*shapes[7]))
+    assert cost.seconds(8, 32) > 1.3 * first(8, 32), "not refitted on the eighth batch"
+    for texts, longest in shapes[:7]:
+        cost.observe(texts, longest, texts * longest, slower(texts, longest))
+    before = cost.seconds(8, 32)
+    cost.observe(*shapes[7], shapes[7][0] * shapes[7][1], slower(*shapes[7]))
+    assert cost.seconds(8, 32) > before, "the next eighth batch refits again"
+
+
+def test_neighbours_are_the_texts_closest_in_length_not_the_shortest(engine):
+    """Oldest 20 tokens; 21 and 22 are its neighbours, 4 is the shortest: with a fixed cost per call
+    [20, 21, 22] scores the most tokens per second (63 / 1.66 ms), ahead of all four (67 / 1.88 ms)."""
+    batcher = Batcher(engine)
+    batcher.cost = KnownCost(formula(0.001, 1e-5, 0.0))
+    oldest, shortest, near, nearer = text_of(20, "oldest"), text_of(4, "shortest"), text_of(22, "near"), text_of(21, "nearer")
+    queue_behind_a_blocker(batcher, engine, [oldest, shortest, near, nearer])
+    assert engine.batches[1:] == [[oldest, nearer, near], [shortest]]
+    batcher.stop()
+
+
+def test_the_model_and_the_pace_forget_batches_older_than_the_last_256():
+    """The engine moved to a CPU twice as slow: after 256 batches there, nothing of the old one is left."""
+    before, after = formula(0.002, 1e-5, 1e-8), formula(0.004, 2e-5, 2e-8)
+    shapes = [(1, 16), (4, 64), (16, 128), (2, 32)]
+    cost = BatchCost()
+    for texts, longest in shapes * 4:
+        cost.observe(texts, longest, texts * longest, before(texts, longest))
+    for texts, longest in shapes * 66:  # 264 batches: the last refit (every 8th) sees only these
+        cost.observe(texts, longest, texts * longest, after(texts, longest))
+    assert cost.seconds(8, 32) == pytest.approx(after(8, 32), rel=1e-6)
+    tokens = sum(texts * longest for texts, longest in shapes)
+    assert cost.tokens_per_second() == pytest.approx(tokens / sum(after(*shape) for shape in shapes), rel=1e-9)

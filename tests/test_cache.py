@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 from prometheus_client import REGISTRY
@@ -16,7 +17,8 @@ def errors(operation: str) -> float:
 
 
 def make_cache(url, namespace="weights-a|onnx-fp32", **options) -> PredictionCache:
-    options = {"ttl_seconds": 600, "key_prefix": "cache-test:", "timeout_seconds": 0.1, "retry_seconds": 0.5} | options
+    # a timeout well above a Redis round trip on a busy machine: a slow answer is not an outage here
+    options = {"ttl_seconds": 600, "key_prefix": "cache-test:", "timeout_seconds": 1.0, "retry_seconds": 0.5} | options
     return PredictionCache(url, namespace=namespace, label_count=2, **options)
 
 
@@ -176,3 +178,192 @@ def test_another_namespace_never_sees_the_rows_in_memory(redis_server):
     assert first.get_local(["seen by one model"])
     assert other_precision.get_local(["seen by one model"]) == {}
     assert other_precision.get_many(["seen by one model"]) == [None]
+
+
+def test_a_row_of_a_text_up_to_1000_characters_is_kept_in_memory_and_a_longer_one_is_not(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-length")
+    longest_kept, too_long = "k" * 1000, "k" * 1001
+    assert cache.set_many(rows([longest_kept, too_long]))
+    assert set(cache.get_local([longest_kept, too_long])) == {longest_kept}
+    assert cache.get_many([too_long])[0] is not None, "the longer text is still in Redis"
+
+
+def test_a_row_stored_again_leaves_memory_last(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-refresh", local_texts=3)
+    for text in ("one", "two", "three", "one", "four"):
+        cache.set_many(rows([text]))
+    assert set(cache.get_local(["one", "two", "three", "four"])) == {"one", "three", "four"}
+
+
+def test_rows_in_memory_expire_after_their_own_lifetime_while_redis_keeps_them(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-seconds", ttl_seconds=600, local_seconds=0.2)
+    cache.set_many(rows(["brief in memory"]))
+    assert set(cache.get_local(["brief in memory"])) == {"brief in memory"}
+    wait_until(lambda: cache.get_local(["brief in memory"]) == {}, 5, "the row in memory to expire")
+    assert cache.get_many(["brief in memory"])[0] is not None
+
+
+def test_nothing_to_read_or_write_makes_no_redis_call_and_no_error(redis_server):
+    cache = make_cache(redis_server.url, namespace="empty-calls")
+    client = redis_server.client()
+    client.config_resetstat()
+    before = errors("get"), errors("set")
+    assert cache.get_many([]) is None
+    assert cache.set_many({}) is False
+    assert (errors("get"), errors("set")) == before
+    assert cache.state() == "ok"
+    assert set(client.info("commandstats")) <= {"cmdstat_config", "cmdstat_info"}
+
+
+def test_writes_are_one_pipeline_without_a_transaction(redis_server):
+    cache = make_cache(redis_server.url, namespace="pipeline")
+    client = redis_server.client()
+    client.config_resetstat()
+    assert cache.set_many(rows([f"text {n}" for n in range(5)]))
+    stats = client.info("commandstats")
+    assert stats["cmdstat_set"]["calls"] == 5
+    assert "cmdstat_multi" not in stats and "cmdstat_exec" not in stats
+
+
+def test_an_outage_is_logged_once_with_the_operation_and_the_recovery_once(redis_factory, caplog):
+    server = redis_factory()
+    cache = make_cache(server.url, namespace="outage-log", retry_seconds=0.2)
+    assert cache.set_many(rows(["before"]))
+    server.stop()
+    with caplog.at_level("INFO", logger="model.cache"):
+        assert cache.get_many(["before"]) is None
+        time.sleep(0.3)  # past the retry window: the next call tries Redis again
+        failed_sets = errors("set")
+        assert cache.set_many(rows(["during"])) is False  # fails again while unavailable: counted, not logged
+        assert errors("set") == failed_sets + 1
+        server.start()
+        wait_until(lambda: cache.get_many(["again"]) == [None], 10, "the cache to use Redis again")
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "model.cache"]
+    assert len(messages) == 2, messages
+    assert messages[0][0] == "WARNING"
+    assert messages[0][1].startswith("redis get failed (ConnectionError: ")
+    assert messages[0][1].endswith("); serving uncached, retrying in 0.2 s")
+    assert messages[1] == ("INFO", "redis is reachable again; cache back in use")
+
+
+def test_a_failed_ping_is_logged_as_a_ping(redis_factory, caplog):
+    server = redis_factory()
+    cache = make_cache(server.url, namespace="ping-log")
+    server.stop()
+    with caplog.at_level("WARNING", logger="model.cache"):
+        assert cache.ping() == "unavailable"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "model.cache"]
+    assert message.startswith("redis ping failed (ConnectionError: ")
+    assert "Connection refused" in message or "connecting to" in message
+
+
+def test_a_failed_call_is_tried_once_on_one_connection():
+    """The breaker decides when Redis is tried again, not the client: one connection per failed call."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+
+    def hang_up_on_everyone():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.close()
+
+    threading.Thread(target=hang_up_on_everyone, daemon=True).start()
+    try:
+        cache = make_cache(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", namespace="one-try")
+        before = errors("get")
+        assert cache.get_many(["anything"]) is None
+        assert errors("get") == before + 1
+        time.sleep(0.2)  # a retry would connect again meanwhile
+        assert len(accepted) == 1
+    finally:
+        listener.close()
+
+
+def test_close_lets_go_of_the_redis_connection(redis_server):
+    client = redis_server.client()
+
+    def connected() -> int:
+        return client.info("clients")["connected_clients"]
+
+    cache = make_cache(redis_server.url, namespace="close")
+    before = connected()
+    cache.set_many(rows(["opens a connection"]))
+    assert connected() == before + 1
+    cache.close()
+    wait_until(lambda: connected() == before, 5, "the connection to close")
+
+
+def test_a_cache_built_without_options_has_the_services_documented_defaults(redis_server):
+    """The defaults README's settings table gives: prefix `sentiment:`, a day's TTL, 50 ms socket
+    timeout, 2 s retry window, 4096 rows kept in memory for 60 s."""
+    cache = PredictionCache(redis_server.url, namespace="defaults", label_count=2)
+    assert cache.set_many(rows(["with the defaults"]))
+    key = "sentiment:" + hashlib.sha256(b"defaults|with the defaults").hexdigest()
+    client = redis_server.client()
+    assert 86400 - 5 <= client.ttl(key) <= 86400
+    connection = cache._client.connection_pool.connection_kwargs
+    assert (connection["socket_timeout"], connection["socket_connect_timeout"]) == (0.05, 0.05)
+    assert cache.retry_seconds == 2.0
+    assert (cache._local.capacity, cache._local.lifetime_seconds) == (4096, 60.0)
+    client.delete(key)
+    cache.close()
+
+
+def test_a_new_cache_is_ok_and_its_first_answer_logs_nothing(redis_server, caplog):
+    cache = make_cache(redis_server.url, namespace="fresh")
+    assert cache.state() == "ok"
+    with caplog.at_level("INFO", logger="model.cache"):
+        assert cache.set_many(rows(["first call"]))
+    assert [r.getMessage() for r in caplog.records if r.name == "model.cache"] == []
+
+
+def test_a_read_after_an_idle_second_is_one_mget_without_a_health_check_ping(redis_server):
+    """Every read costs one round trip, however long the connection sat idle."""
+    cache = make_cache(redis_server.url, namespace="idle")
+    cache.get_many(["opens the connection"])
+    client = redis_server.client()
+    client.config_resetstat()
+    time.sleep(1.2)
+    cache.get_many(["after an idle second"])
+    stats = client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    assert "cmdstat_ping" not in stats
+
+
+def test_rows_given_in_float64_are_stored_and_read_back_as_float32(redis_server):
+    cache = make_cache(redis_server.url, namespace="float64-in")
+    given = np.array([0.1, 0.9], dtype=np.float64)
+    assert cache.set_many({"computed in float64": given})
+    assert len(redis_server.client().get(cache.key("computed in float64"))) == 2 * 4
+    other_worker = make_cache(redis_server.url, namespace="float64-in")
+    (row,) = other_worker.get_many(["computed in float64"])
+    assert row.dtype == np.float32
+    assert row.tolist() == given.astype(np.float32).tolist()
+
+
+def test_a_memory_of_one_row_keeps_the_latest(redis_server):
+    cache = make_cache(redis_server.url, namespace="local-one", local_texts=1)
+    cache.set_many(rows(["older"]))
+    cache.set_many(rows(["latest"]))
+    assert set(cache.get_local(["older", "latest"])) == {"latest"}
+
+
+def test_a_text_with_a_lone_surrogate_is_cached_like_any_other(redis_server):
+    """JSON lets a client send "\\ud800"; Python decodes it to a lone surrogate, which UTF-8 cannot encode strictly."""
+    cache = make_cache(redis_server.url, namespace="surrogate")
+    text = "half an emoji \ud83d"
+    stored = rows([text])
+    assert cache.set_many(stored)
+    expected_key = "cache-test:" + hashlib.sha256("surrogate|half an emoji ".encode() + b"\xed\xa0\xbd").hexdigest()
+    assert cache.key(text) == expected_key
+    (row,) = make_cache(redis_server.url, namespace="surrogate").get_many([text])
+    assert row.tobytes() == np.asarray(stored[text], dtype=np.float32).tobytes()

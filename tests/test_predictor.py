@@ -26,7 +26,7 @@ def texts_counted(source: str) -> float:
 
 def make_predictor(engine: FakeEngine, redis_url: str | None, namespace: str, **batcher_options) -> Predictor:
     cache = PredictionCache(
-        redis_url, namespace=namespace, label_count=len(engine.labels), key_prefix="predictor-test:")
+        redis_url, namespace=namespace, label_count=len(engine.labels), key_prefix="predictor-test:", timeout_seconds=1.0)
     return Predictor(engine, Batcher(engine, **batcher_options), cache, model_string="fake@0123456789ab")
 
 
@@ -253,3 +253,82 @@ def test_labels_follow_id2label_indices_not_the_order_config_json_lists_them(tmp
             assert as_dict(ranked) == pytest.approx(expected, abs=1e-5)
     finally:
         predictor.close()
+
+
+def test_a_text_posted_twice_in_one_request_is_computed_once(engine):
+    predictor = make_predictor(engine, None, "twice")
+    prediction = predictor.predict(["same words", "same words"])
+    assert engine.batches == [["same words"]]
+    expected = dict(zip(engine.labels, engine.expected(["same words"])[0].tolist()))
+    assert [dict(ranked) for ranked in prediction.scores] == [expected, expected]
+    predictor.close()
+
+
+def test_another_worker_answers_from_redis_with_a_hit_and_computes_nothing(engine, redis_server):
+    """A second predictor (another worker: its own memory, the same Redis) reads the first one's rows."""
+    first = make_predictor(engine, redis_server.url, "second-worker")
+    second = make_predictor(engine, redis_server.url, "second-worker")
+    texts = ["stored by the first worker", "and this one too"]
+    assert first.predict(texts).cache_status == "miss"
+    engine.batches.clear()
+    from_cache = texts_counted("cache")
+    answer = second.predict(texts)
+    assert answer.cache_status == "hit"
+    assert engine.batches == []
+    assert texts_counted("cache") - from_cache == 2
+    for text, ranked in zip(texts, answer.scores):
+        assert dict(ranked) == dict(zip(engine.labels, engine.expected([text])[0].tolist()))
+    first.close()
+    second.close()
+
+
+def test_warmup_warns_once_when_redis_is_unreachable_and_stays_quiet_when_it_answers(engine, redis_factory, caplog):
+    server = redis_factory()
+    reachable = make_predictor(engine, server.url, "warmup-ok")
+    with caplog.at_level("WARNING", logger="model.predictor"):
+        reachable.warmup()
+    assert [r for r in caplog.records if r.name == "model.predictor"] == []
+    server.stop()
+    unreachable = make_predictor(engine, server.url, "warmup-down")
+    with caplog.at_level("WARNING", logger="model.predictor"):
+        unreachable.warmup()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "model.predictor"] == [
+        ("WARNING", "redis is unreachable at start-up; serving uncached until it answers")]
+    assert unreachable.cache_state() == "unavailable"
+    reachable.close()
+    unreachable.close()
+
+
+class LookupsSeen(dict):
+    """The predictor's in-flight map, recording which texts a request looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: list[str] = []
+
+    def __getitem__(self, text):
+        self.looked_up.append(text)
+        return super().__getitem__(text)
+
+
+def test_a_request_sharing_a_failed_computation_gets_the_engine_error():
+    """The only text of the second request is being computed for the first: it waits for that
+    computation, and its failure is the second request's failure too, with the engine's message."""
+    engine = FakeEngine(fail_on="doomed alone")
+    predictor = make_predictor(engine, None, "single-flight-shared-failure")
+    predictor._in_flight = LookupsSeen()
+    engine.hold()
+    blocker = predictor.batcher.submit(["blocker"])
+    assert engine.running.wait(10)
+    with ThreadPoolExecutor(2) as pool:
+        owner = pool.submit(predictor.predict, ["doomed alone"])
+        wait_until(lambda: len(predictor.batcher._queue) == 1, 10, "the first request to queue its text")
+        sharer = pool.submit(predictor.predict, ["doomed alone"])
+        wait_until(lambda: "doomed alone" in predictor._in_flight.looked_up, 10, "the second request to share it")
+        engine.release()
+        errors = [owner.exception(timeout=30), sharer.exception(timeout=30)]
+    blocker.result(timeout=10)
+    assert [type(error) for error in errors] == [RuntimeError, RuntimeError]
+    assert all("engine failure on 'doomed alone'" in str(error) for error in errors)
+    assert computations_of(engine, "doomed alone") == 1
+    predictor.close()
