@@ -357,6 +357,7 @@ def test_queued_work_of_exactly_the_wait_limit_is_still_admitted(engine):
     batcher = Batcher(engine, max_wait_seconds=2.0)
     batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=10.0)
     blocker = occupy_engine(batcher, engine)
+    time.sleep(0.35)  # past the running batch's predicted 0.3 s (3 tokens): only the queue counts
     ahead = batcher.submit([text_of(20, "ahead")])  # 20 tokens at 10 per second: exactly 2.0 s
     at_limit = batcher.submit(["admitted"])
     with pytest.raises(Overloaded, match=r"^the queued texts need about 2\.3 s of engine time \(limit 2 s\)$"):
