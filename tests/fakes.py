@@ -1,4 +1,5 @@
-"""A small deterministic engine for unit tests of the batcher, cache and predictor.
+"""Small deterministic stand-ins for unit tests: an engine for the batcher, cache and predictor, and
+a predictor for the HTTP layer.
 
 It honours the Engine protocol of model/engines.py: `tokenize` gives one encoding per text (its
 length is the text's word count plus two special tokens), `predict_encoded` scores encodings,
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from model.predictor import Prediction
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,29 @@ class FakeEngine:
 
     def release(self) -> None:
         self._gate.set()
+
+
+class FixedPredictor:
+    """Stands in for model.predictor.Predictor where the HTTP layer is under test: every text gets
+    the same ranked scores, or predict() raises the error it was given. `during`, if set, runs
+    inside predict(), to look at the service while a request is being served."""
+
+    model_string = "fixed@000000000000"
+    labels = ("NEGATIVE", "POSITIVE")
+
+    def __init__(self, error: Exception | None = None, row=(("POSITIVE", 0.75), ("NEGATIVE", 0.25))) -> None:
+        self.error = error
+        self.row = list(row)
+        self.during = None
+        self.seen: list[list[str]] = []
+
+    def predict(self, texts) -> Prediction:
+        self.seen.append(list(texts))
+        if self.during is not None:
+            self.during()
+        if self.error is not None:
+            raise self.error
+        return Prediction(scores=[self.row for _ in texts], cache_status="miss")
+
+    def cache_state(self) -> str:
+        return "disabled"

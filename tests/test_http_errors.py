@@ -12,30 +12,10 @@ import pytest
 
 import app as app_module
 from model.batcher import Overloaded
-from model.predictor import Prediction
 from model.settings import Settings
+from tests.fakes import FixedPredictor
 
 LIMIT = 4096
-
-
-class FixedPredictor:
-    """Answers every text with the same two scores, or raises the error it was given."""
-
-    model_string = "fixed@000000000000"
-    labels = ("NEGATIVE", "POSITIVE")
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-        self.seen: list[list[str]] = []
-
-    def predict(self, texts):
-        self.seen.append(list(texts))
-        if self.error is not None:
-            raise self.error
-        return Prediction(scores=[[("POSITIVE", 0.75), ("NEGATIVE", 0.25)] for _ in texts], cache_status="miss")
-
-    def cache_state(self):
-        return "disabled"
 
 
 class RecordingStream(io.RawIOBase):

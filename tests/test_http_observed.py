@@ -16,28 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import EnvironBuilder
 
 import app as app_module
-from model.predictor import Prediction
 from model.settings import Settings
+from tests.fakes import FixedPredictor
 
 DURATION = "sentiment_http_request_duration_seconds"
 IN_FLIGHT = "sentiment_http_requests_in_flight"
-
-
-class GaugeReadingPredictor:
-    """Answers one fixed row per text; reads /metrics' in-flight gauge while the request is inside it."""
-
-    model_string = "gauge@000000000000"
-
-    def __init__(self) -> None:
-        self.in_flight_seen: list[float] = []
-        self.client = None
-
-    def predict(self, texts):
-        self.in_flight_seen.append(scrape(self.client)[(IN_FLIGHT, ())])
-        return Prediction(scores=[[("POSITIVE", 0.5), ("NEGATIVE", 0.5)] for _ in texts], cache_status="miss")
-
-    def cache_state(self):
-        return "disabled"
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -59,14 +42,12 @@ def duration(samples, suffix: str, route: str, method: str, status: int) -> floa
 
 @pytest.fixture
 def predictor():
-    return GaugeReadingPredictor()
+    return FixedPredictor()
 
 
 @pytest.fixture
 def client(predictor):
-    client = app_module.create_app(predictor, Settings()).test_client()
-    predictor.client = client
-    return client
+    return app_module.create_app(predictor, Settings()).test_client()
 
 
 # --- latency histogram: one observation per request, under the route's template ----------------------
@@ -115,9 +96,11 @@ def scrape_another_app() -> dict[tuple[str, tuple], float]:
 
 
 def test_the_in_flight_gauge_counts_the_request_being_served_and_drops_after_it(client, predictor):
+    in_flight_seen = []
+    predictor.during = lambda: in_flight_seen.append(scrape(client)[(IN_FLIGHT, ())])
     idle = scrape(client)[(IN_FLIGHT, ())]  # the /metrics request itself is in flight while it is scraped
     assert client.post("/predict", json={"text": ["x"]}).status_code == 200
-    assert predictor.in_flight_seen == [idle + 1]  # the predict request and the scrape inside it
+    assert in_flight_seen == [idle + 1]  # the predict request and the scrape inside it
     assert scrape(client)[(IN_FLIGHT, ())] == idle
 
 
@@ -146,13 +129,7 @@ def test_without_a_usable_request_id_each_answer_gets_a_new_one(client, supplied
 
 
 def test_the_request_id_of_a_500_is_the_one_on_the_answer(caplog):
-    class Broken:
-        model_string = "broken@000000000000"
-
-        def predict(self, texts):
-            raise KeyError("bug")
-
-    client = app_module.create_app(Broken(), Settings()).test_client()
+    client = app_module.create_app(FixedPredictor(KeyError("bug")), Settings()).test_client()
     response = client.post("/predict", json={"text": ["x"]})
     assert response.status_code == 500
     request_id = response.headers["X-Request-ID"]
@@ -167,9 +144,9 @@ def test_x_revision_appears_once_the_model_is_attached_on_every_route():
     flask_app = app_module.create_app(None, Settings())
     client = flask_app.test_client()
     assert "X-Revision" not in client.get("/health").headers
-    app_module.attach_predictor(flask_app, GaugeReadingPredictor())
+    app_module.attach_predictor(flask_app, FixedPredictor())
     for path in ("/health", "/nowhere"):
-        assert client.get(path).headers.getlist("X-Revision") == ["gauge@000000000000"]
+        assert client.get(path).headers.getlist("X-Revision") == ["fixed@000000000000"]
 
 
 @pytest.mark.parametrize("fresh", [False, True], ids=["the app's", "a new one"])

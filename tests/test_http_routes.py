@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 
 import app as app_module
-from model.predictor import Prediction
 from model.settings import Settings
+from tests.fakes import FixedPredictor
 
 TEXT_ITEM = {  # one text of a deployment with MAX_TEXT_CHARS=50, as JSON Schema
     "maxLength": 50,
@@ -22,21 +22,6 @@ TEXT_ITEM = {  # one text of a deployment with MAX_TEXT_CHARS=50, as JSON Schema
     "pattern": "[^\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
     "type": "string",
 }
-
-
-class ScoresPredictor:
-    """Answers every text with the rows it was given."""
-
-    model_string = "fixed@000000000000"
-
-    def __init__(self, row) -> None:
-        self.row = row
-
-    def predict(self, texts):
-        return Prediction(scores=[self.row for _ in texts], cache_status="miss")
-
-    def cache_state(self):
-        return "disabled"
 
 
 @pytest.fixture
@@ -94,7 +79,7 @@ def test_swagger_ui_files_are_served_from_the_bundle_and_cached_for_a_day(client
 
 
 def test_answers_are_compact_utf8_json():
-    client = app_module.create_app(ScoresPredictor([("très positif", 0.5), ("négatif", 0.5)]), Settings()).test_client()
+    client = app_module.create_app(FixedPredictor(row=[("très positif", 0.5), ("négatif", 0.5)]), Settings()).test_client()
     response = client.post("/predict", json={"text": "x"})
     assert response.status_code == 200
     assert response.get_data() == (
@@ -104,7 +89,7 @@ def test_answers_are_compact_utf8_json():
 
 
 def test_a_score_that_is_not_a_number_never_reaches_the_client():
-    client = app_module.create_app(ScoresPredictor([("POSITIVE", math.nan), ("NEGATIVE", math.nan)]), Settings()).test_client()
+    client = app_module.create_app(FixedPredictor(row=[("POSITIVE", math.nan), ("NEGATIVE", math.nan)]), Settings()).test_client()
     response = client.post("/predict", json={"text": "x"})
     assert response.status_code == 500
     assert b"NaN" not in response.get_data()

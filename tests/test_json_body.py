@@ -11,25 +11,13 @@ from __future__ import annotations
 import pytest
 
 import app as app_module
-from model.predictor import Prediction
 from model.settings import Settings
-
-
-class EchoPredictor:
-    """Answers every text with the same scores: these tests are about the body, not the model."""
-
-    model_string = "echo@000000000000"
-
-    def predict(self, texts):
-        return Prediction(scores=[[("POSITIVE", 0.75), ("NEGATIVE", 0.25)] for _ in texts], cache_status="bypass")
-
-    def cache_state(self):
-        return "disabled"
+from tests.fakes import FixedPredictor
 
 
 @pytest.fixture(scope="module")
 def client():
-    return app_module.create_app(EchoPredictor(), Settings()).test_client()
+    return app_module.create_app(FixedPredictor(), Settings()).test_client()
 
 
 def post(client, body: bytes):
