@@ -148,8 +148,29 @@ def test_minilm_build_passes_the_int8_gate_on_this_cpu(minilm_artifact):
     assert decision["shipped"] and decision["gate"]["verdict"]["passed"]
     assert decision["measured_on"]["isa"] == int8_isa() and decision["data"]["verdict"] == "sst2-dev.tsv"
     assert len(decision["kept_fp32"]) <= decision["weight_matmuls"] // 2
+    assert_recipe_is_the_one_recorded(minilm_artifact / "model.int8.onnx", decision)
     served = engine(minilm_artifact, precision="auto")
     assert served.description == "onnx-int8"
     result = check_engines(engine(minilm_artifact, precision="fp32"), served, read_text_set(VERDICT_SET))
     assert result.passed, result.summary()
     assert result.figures["alone"]["accuracy"] >= 0.85  # the model is a real one: fp32 scores 0.874
+
+
+def assert_recipe_is_the_one_recorded(int8_path: Path, decision: dict) -> None:
+    """The shipped graph holds the outlier-channel ops of the remedy the manifest names, and no other's.
+
+    The search tries the cheaper remedy first: the attempts run plain, smoothed, then split.
+    """
+    import onnx
+
+    from model.builder.outliers import OUTLIER_SUFFIX
+
+    names = [node.name for node in onnx.load(str(int8_path)).graph.node]
+    outliers = decision["outlier_channels"]
+    smoothing_muls = sum(name.endswith("/smooth_outliers") for name in names)
+    fp32_parts = sum(name.endswith(OUTLIER_SUFFIX) for name in names)
+    assert (smoothing_muls > 0) == (outliers["remedy"] == "smoothed")
+    assert fp32_parts == (len(outliers["per_matmul"]) if outliers["remedy"] == "fp32" else 0)
+    order = [None, "smoothed", "fp32"]
+    tried = [order.index(attempt["outlier_channels"]) for attempt in decision["attempts"]]
+    assert tried == sorted(tried) and tried[0] == 0

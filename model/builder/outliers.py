@@ -1,16 +1,22 @@
-"""Outlier input channels of the weight MatMuls, computed in fp32 beside the int8 MatMul.
+"""Outlier input channels of the weight MatMuls: scaled down into range, or computed in fp32.
 
 Dynamic int8 scales each MatMul's input per tensor: one input channel that reaches 10-50x the
 others (BERT-family models have a few such channels, LayerNorm and GELU outputs alike) sets the
-scale, and the other channels are left with a few of their 256 levels. The transform here is an
-identity in fp32: for a MatMul X W with outlier channels O (the rest I),
+scale, and the other channels are left with a few of their 256 levels. Two transforms, each an
+identity in fp32, treat them:
 
-    X W = (X * mask_I) W_I + X[..., O] W[O]
+- smoothing (SmoothQuant's scale migration, on the outlier channels only): X W = (X / s) (s W),
+  with s = 1 except on channels whose largest |x| exceeds SMOOTH_RATIO x the median channel's,
+  where s brings them down to that level. One fp32 Mul per input tensor at run time; the
+  weight's rows grow by s, so its own 7-bit scales coarsen: a trade-off the gate judges.
+- splitting, for a MatMul X W with outlier channels O (the rest I):
+      X W = (X * mask_I) W_I + X[..., O] W[O]
+  The first product is quantized (its input without the outliers, its weight with rows O set
+  to 0); the second, over a handful of channels, stays fp32: exact for the outliers, at the
+  cost of a Mul, a Gather, a small MatMul and an Add per MatMul.
 
-The first product is quantized (its input without the outliers, its weight with rows O set to
-0); the second, over a handful of channels, stays fp32. The outlier channels are those whose
-largest |x| on calibration sentences exceeds OUTLIER_RATIO x the median channel's. Every op is a
-plain fp32 op, so the int8 arithmetic stays the 7-bit-weight kernel's, exact on every x86 ISA.
+Outlier channels are found on calibration sentences. Every added op is a plain fp32 op, so the
+int8 arithmetic stays the 7-bit-weight kernel's, exact on every x86 ISA.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-OUTLIER_RATIO = 3.0  # a channel is an outlier when its max |x| exceeds this x the median channel's
+OUTLIER_RATIO = 3.0  # split: a channel is an outlier when its max |x| exceeds this x the median channel's
+SMOOTH_RATIO = 2.0  # smoothing: channels above this x the median channel's max |x| are scaled down to it
 OUTLIER_SUFFIX = "/outlier_channels_fp32"  # name suffix of the added fp32 MatMuls (never quantized)
 
 
@@ -51,6 +58,52 @@ def input_channel_maxima(prepared_path: Path, nodes: list[str], inputs: list[dic
 
 def outlier_channels(channel_max: np.ndarray) -> np.ndarray:
     return np.flatnonzero(channel_max > OUTLIER_RATIO * np.median(channel_max))
+
+
+def smoothing_scale(channel_max: np.ndarray) -> np.ndarray:
+    """Per channel, the divisor s >= 1 that brings its max |x| down to SMOOTH_RATIO x the median channel's."""
+    median = float(np.median(channel_max))
+    if median <= 0:
+        return np.ones_like(channel_max, dtype=np.float32)
+    return np.maximum(1.0, channel_max / (SMOOTH_RATIO * median)).astype(np.float32)
+
+
+def smooth_outlier_channels(prepared_path: Path, out_path: Path, maxima: dict[str, np.ndarray]) -> dict[str, int]:
+    """Write the graph with each weight MatMul's outlier input channels divided by s, its weight's rows times s.
+
+    Returns the number of scaled channels per MatMul that has any. MatMuls that share an input
+    (query, key, value) share its Mul.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(prepared_path))
+    graph = model.graph
+    weights = {initializer.name: initializer for initializer in graph.initializer}
+    scales: dict[str, np.ndarray] = {}  # input tensor -> s
+    smoothed: dict[str, int] = {}
+    nodes = []
+    for node in list(graph.node):
+        nodes.append(node)
+        x = node.input[0]
+        if node.op_type != "MatMul" or node.input[1] not in weights or x not in maxima:
+            continue
+        scale = scales.get(x, smoothing_scale(maxima[x]))
+        if not (scale > 1).any():
+            continue
+        if x not in scales:
+            scales[x] = scale
+            graph.initializer.append(numpy_helper.from_array(1 / scale, f"{x}/smoothing"))
+            nodes.insert(len(nodes) - 1, helper.make_node("Mul", [x, f"{x}/smoothing"], [f"{x}/smoothed"],
+                                                          name=f"{x}/smooth_outliers"))
+        weight = numpy_helper.to_array(weights[node.input[1]]) * scale[:, None]
+        weights[node.input[1]].CopyFrom(numpy_helper.from_array(weight.astype(np.float32), node.input[1]))
+        node.input[0] = f"{x}/smoothed"
+        smoothed[node.name] = int((scale > 1).sum())
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(out_path))
+    return smoothed
 
 
 def split_outlier_channels(prepared_path: Path, out_path: Path, maxima: dict[str, np.ndarray]) -> dict[str, int]:

@@ -1,16 +1,18 @@
-"""Choose a model's int8 recipe: the least kept in fp32 (outlier channels, then MatMuls) that passes the int8 gate.
+"""Choose a model's int8 recipe: the fastest that passes the int8 gate, fewest fp32 ops first.
 
 1. Quantize every weight MatMul (model/builder/quantize.py) and apply the gate on the
    calibration sentences (rt-polarity, none of them in SST-2 dev).
-2. If it fails: move each weight MatMul's outlier input channels into a small fp32 MatMul
-   (model/builder/outliers.py; the channels found on calibration sentences) and quantize
-   every weight MatMul again. A few channels in fp32 cost far less than whole MatMuls.
-3. While it fails: measure each weight MatMul's sensitivity once (calibration sentences), and
-   keep the most sensitive 1, 2, 3, 4, 6, 8, 11, ... in fp32 (outlier channels still split).
-4. A recipe that passes on the calibration sentences is judged by the gate on the held-out
+2. If it fails: smooth each weight MatMul's outlier input channels (model/builder/outliers.py;
+   the channels found on calibration sentences: scaled down, the weight's rows scaled up) and
+   quantize every weight MatMul again. One fp32 Mul per MatMul input.
+3. If it fails: move the outlier input channels into small fp32 MatMuls instead (a Mul, a
+   Gather, a MatMul and an Add per MatMul: exact for the outliers, slower).
+4. While it fails: measure each weight MatMul's sensitivity once (calibration sentences), and
+   keep the most sensitive 1, 2, 3, 4, 5, 7, 9, ... in fp32 (outlier channels still split).
+5. A recipe that passes on the calibration sentences is judged by the gate on the held-out
    verdict set (SST-2 dev). If the verdict fails, the search goes on (the manifest's attempts
    show it), so the verdict set decides only when the calibration set was not enough.
-5. Past half of the weight MatMuls kept in fp32, int8 is not worth it: the model ships fp32
+6. Past half of the weight MatMuls kept in fp32, int8 is not worth it: the model ships fp32
    only, and the manifest and the build's output say why.
 """
 
@@ -23,13 +25,15 @@ import numpy as np
 
 from model.artifacts import ResolvedModel
 from model.builder.gate import MIXED_BATCH, GateResult, TextSet, check_candidate, score_batched
-from model.builder.outliers import OUTLIER_RATIO, input_channel_maxima, split_outlier_channels
+from model.builder.outliers import (OUTLIER_RATIO, SMOOTH_RATIO, input_channel_maxima, smooth_outlier_channels,
+                                    split_outlier_channels)
 from model.builder.phases import phase
 from model.builder.quantize import RECIPE, growing_counts, node_role, prepare, quantize, sensitivity, weight_matmuls
 from model.cpu import cpu_facts
 from model.engines import OnnxEngine, available_cpus
 
 SENSITIVITY_TEXTS = 128  # calibration sentences used to rank the MatMuls
+OUTLIER_REMEDIES = {"smoothed": (smooth_outlier_channels, SMOOTH_RATIO), "fp32": (split_outlier_channels, OUTLIER_RATIO)}
 
 
 @dataclass
@@ -44,7 +48,8 @@ class Int8Decision:
     calibration: GateResult | None = None
     attempts: list[dict] = field(default_factory=list)
     sensitivity: list[tuple[str, float]] = field(default_factory=list)
-    outlier_channels: dict[str, int] = field(default_factory=dict)
+    outlier_remedy: str | None = None  # "smoothed" or "fp32" (a key of OUTLIER_REMEDIES), None: untouched
+    outlier_channels: dict[str, int] = field(default_factory=dict)  # per MatMul, the channels so treated
 
     def manifest_entry(self, calibration: TextSet, verdict: TextSet) -> dict:
         return {
@@ -54,8 +59,11 @@ class Int8Decision:
             "weight_matmuls": self.weight_matmuls,
             "kept_fp32": self.kept_fp32,
             "kept_fp32_roles": [node_role(name) for name in self.kept_fp32],
-            "fp32_outlier_channels": {node_role(name): count for name, count in self.outlier_channels.items()},
-            "outlier_ratio": OUTLIER_RATIO if self.outlier_channels else None,
+            "outlier_channels": {
+                "remedy": self.outlier_remedy,
+                "ratio": OUTLIER_REMEDIES[self.outlier_remedy][1] if self.outlier_remedy else None,
+                "per_matmul": {node_role(name): count for name, count in self.outlier_channels.items()},
+            },
             "gate": {
                 "verdict": self.verdict.as_json() if self.verdict else None,
                 "calibration": self.calibration.as_json() if self.calibration else None,
@@ -76,8 +84,9 @@ class RecipeSearch:
         self.calibration, self.verdict = calibration, verdict
         self.threads = available_cpus()
         self.prepared = int8_path.with_suffix(".prepared.onnx")
-        self.split = int8_path.with_suffix(".outliers.onnx")
-        self.base = self.prepared  # the graph quantized: prepared, then with outlier channels split
+        # the prepared graph with its outlier channels treated, per remedy
+        self.treated = {remedy: int8_path.with_suffix(f".outliers-{remedy}.onnx") for remedy in OUTLIER_REMEDIES}
+        self.maxima: dict[str, np.ndarray] = {}
         self.fp32 = OnnxEngine(source, "fp32", source.max_length, self.threads, path=fp32_path)
         prepare(fp32_path, self.prepared)
         self.nodes = weight_matmuls(self.prepared)
@@ -90,28 +99,29 @@ class RecipeSearch:
             return self._search()
         finally:
             self.prepared.unlink(missing_ok=True)
-            self.split.unlink(missing_ok=True)
+            for path in self.treated.values():
+                path.unlink(missing_ok=True)
 
     def _search(self) -> Int8Decision:
         decision = Int8Decision(shipped=False, reason="", weight_matmuls=len(self.nodes))
         limit = len(self.nodes) // 2
-        counts = growing_counts(len(self.nodes), limit)
-        for step, count in enumerate([0] + counts):  # 0 twice: plain, then with outlier channels split
-            if step == 1:
-                decision.outlier_channels = self._split_outliers()
-                if not decision.outlier_channels:
+        stages = [(None, 0), ("smoothed", 0)] + [("fp32", count) for count in growing_counts(len(self.nodes), limit)]
+        for remedy, count in stages:
+            if remedy != decision.outlier_remedy and count == 0:
+                channels = self._treat_outliers(remedy)
+                if not channels:  # no outlier channels: this stage would repeat the one before
                     continue
+                decision.outlier_remedy, decision.outlier_channels = remedy, channels
             if count and not decision.sensitivity:
                 decision.sensitivity = self._rank()
             keep = [name for name, _ in decision.sensitivity[:count]]
-            attempt = self._try(keep)
+            attempt = self._try(keep, decision.outlier_remedy)
             decision.attempts.append(attempt["record"])
             decision.calibration, decision.verdict = attempt["calibration"], attempt["verdict"]
             if decision.verdict is not None and decision.verdict.passed:
                 decision.shipped, decision.kept_fp32 = True, keep
                 decision.reason = (f"passes the int8 gate with {len(keep)} of {len(self.nodes)} weight MatMuls "
-                                   f"kept in fp32 and {sum(decision.outlier_channels.values())} outlier input "
-                                   "channels computed in fp32")
+                                   f"kept in fp32{self._outlier_words(decision)}")
                 return decision
         failed = decision.verdict or decision.calibration
         decision.reason = (f"no recipe keeping at most {limit} of {len(self.nodes)} weight MatMuls in fp32 passes "
@@ -119,23 +129,31 @@ class RecipeSearch:
         self.int8_path.unlink(missing_ok=True)
         return decision
 
+    @staticmethod
+    def _outlier_words(decision: Int8Decision) -> str:
+        count = sum(decision.outlier_channels.values())
+        if decision.outlier_remedy == "smoothed":
+            return f" and {count} outlier input channels smoothed"
+        return f" and {count} outlier input channels computed in fp32" if decision.outlier_remedy else ""
+
     def _calibration_batches(self, texts: list[str], order: list[int]) -> list[dict]:
         encodings = self.fp32.tokenize(texts)
         return [self.fp32.encoder.inputs([encodings[i] for i in order[b:b + MIXED_BATCH]])
                 for b in range(0, len(order), MIXED_BATCH)]
 
-    def _split_outliers(self) -> dict[str, int]:
+    def _treat_outliers(self, remedy: str) -> dict[str, int]:
         """Outlier channels found on every calibration sentence, in shuffled (padded) batches as served."""
         texts = self.calibration.texts
-        order = [int(i) for i in np.random.default_rng(1).permutation(len(texts))]
-        with phase(f"outlier input channels of {len(self.nodes)} weight MatMuls on {len(texts)} calibration "
-                   "sentences") as line:
-            maxima = input_channel_maxima(self.prepared, self.nodes, self._calibration_batches(texts, order),
-                                          self.threads)
-            split = split_outlier_channels(self.prepared, self.split, maxima)
-            line["detail"] = f"{sum(split.values())} channels over {len(split)} MatMuls moved to fp32"
-        self.base = self.split
-        return split
+        if not self.maxima:
+            order = [int(i) for i in np.random.default_rng(1).permutation(len(texts))]
+            self.maxima = input_channel_maxima(self.prepared, self.nodes, self._calibration_batches(texts, order),
+                                               self.threads)
+        transform, ratio = OUTLIER_REMEDIES[remedy]
+        with phase(f"outlier input channels (above {ratio:g}x the median) of {len(self.nodes)} weight MatMuls on "
+                   f"{len(texts)} calibration sentences, {remedy}") as line:
+            treated = transform(self.prepared, self.treated[remedy], self.maxima)
+            line["detail"] = f"{sum(treated.values())} channels over {len(treated)} MatMuls"
+        return treated
 
     def _rank(self) -> list[tuple[str, float]]:
         texts = self.calibration.texts[:SENSITIVITY_TEXTS]
@@ -147,15 +165,14 @@ class RecipeSearch:
             line["detail"] = "most sensitive " + ", ".join(f"{node_role(n)} {s:.4f}" for n, s in ranking[:4])
         return ranking
 
-    def _try(self, keep: list[str]) -> dict:
-        split = " and outlier channels" if self.base == self.split else ""
-        with phase(f"int8 with {len(keep)} of {len(self.nodes)} weight MatMuls{split} in fp32") as line:
-            quantize(self.base, self.int8_path, keep)
+    def _try(self, keep: list[str], remedy: str | None) -> dict:
+        outliers = f" (outlier channels {remedy})" if remedy else ""
+        with phase(f"int8 with {len(keep)} of {len(self.nodes)} weight MatMuls in fp32{outliers}") as line:
+            quantize(self.treated[remedy] if remedy else self.prepared, self.int8_path, keep)
             candidate = OnnxEngine(self.source, "int8", self.source.max_length, self.threads, path=self.int8_path)
             calibration = check_candidate(self.references["calibration"], candidate, self.calibration)
             verdict = check_candidate(self.references["verdict"], candidate, self.verdict) if calibration.passed else None
             line["detail"] = calibration.summary() + (f"; {verdict.summary()}" if verdict else "")
-        record = {"kept_fp32": len(keep), "outlier_channels_split": self.base == self.split,
+        record = {"kept_fp32": len(keep), "outlier_channels": remedy,
                   "calibration": calibration.summary(), "verdict": verdict.summary() if verdict else None}
         return {"record": record, "calibration": calibration, "verdict": verdict}
-
