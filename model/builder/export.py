@@ -7,8 +7,9 @@ Needs the `build` extra (torch, transformers, onnx); serving code never imports 
   3-25x faster than the dynamo exporter (which also works). Tracing can freeze Python
   branches, so the export is checked against PyTorch on real sentences, alone and in a
   padded batch, and the build fails if any probability differs by more than 1e-3.
-- int8: 7-bit weights, the outlier channels and MatMuls kept in fp32 chosen per model by the int8 gate
-  (model/builder/recipe.py); int8 is shipped only if it passes, and the manifest says why.
+- int8: 7-bit weights; how outlier channels are treated and which MatMuls stay fp32 are chosen
+  per model by the int8 gate (model/builder/recipe.py); int8 is shipped only if it passes, and
+  the manifest says why.
 """
 
 from __future__ import annotations
