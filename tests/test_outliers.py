@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -40,26 +42,28 @@ def test_channels_far_above_the_median_are_outliers():
     assert outlier_channels(np.ones(8)).tolist() == []
 
 
-def planted_maxima(prepared, feeds) -> dict[str, np.ndarray]:
-    """Every MatMul input's channel maxima as measured, then two outlier channels (0 and 5) planted."""
-    maxima = input_channel_maxima(prepared, weight_matmuls(prepared), [feeds], threads=1)
+def treat_and_quantize(transform, prepared, feeds, tmp_path) -> tuple[Path, Path]:
+    """Plant two outlier channels (0 and 5) on every MatMul input, treat them with `transform`, quantize.
+
+    Checks what both treatments promise: every weight MatMul treated, logits unchanged in fp32.
+    """
+    nodes = weight_matmuls(prepared)
+    maxima = input_channel_maxima(prepared, nodes, [feeds], threads=1)
     for tensor, channel_max in maxima.items():
         maxima[tensor] = np.ones_like(channel_max)
         maxima[tensor][[0, 5]] = 100.0
-    return maxima
+    treated_path, int8_path = tmp_path / "treated.onnx", tmp_path / "int8.onnx"
+    treated = transform(prepared, treated_path, maxima)
+    assert set(treated) == set(nodes) and set(treated.values()) == {2}
+    np.testing.assert_allclose(logits(treated_path, feeds), logits(prepared, feeds), atol=1e-5)
+    quantize(treated_path, int8_path, keep_fp32=[])
+    return treated_path, int8_path
 
 
 def test_split_graph_computes_the_same_logits_in_fp32(prepared, feeds, tmp_path):
+    split_path, int8_path = treat_and_quantize(split_outlier_channels, prepared, feeds, tmp_path)
     nodes = weight_matmuls(prepared)
-    maxima = planted_maxima(prepared, feeds)
-    split_path = tmp_path / "split.onnx"
-    split = split_outlier_channels(prepared, split_path, maxima)
-    assert set(split) == set(nodes) and set(split.values()) == {2}
     assert weight_matmuls(split_path) == nodes  # the fp32 outlier MatMuls are not candidates for int8
-    np.testing.assert_allclose(logits(split_path, feeds), logits(prepared, feeds), atol=1e-5)
-
-    int8_path = tmp_path / "int8.onnx"
-    quantize(split_path, int8_path, keep_fp32=[])
     graph = onnx.load(str(int8_path)).graph
     fp32_matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
     assert sum(name.endswith(OUTLIER_SUFFIX) for name in fp32_matmuls) == len(nodes)
@@ -75,16 +79,10 @@ def test_smoothing_scales_only_channels_above_the_ratio_down_to_it():
 
 
 def test_smoothed_graph_computes_the_same_logits_in_fp32_with_one_mul_per_input(prepared, feeds, tmp_path):
+    smoothed_path, int8_path = treat_and_quantize(smooth_outlier_channels, prepared, feeds, tmp_path)
     nodes = weight_matmuls(prepared)
-    maxima = planted_maxima(prepared, feeds)
-    smoothed_path = tmp_path / "smoothed.onnx"
-    smoothed = smooth_outlier_channels(prepared, smoothed_path, maxima)
-    assert set(smoothed) == set(nodes) and set(smoothed.values()) == {2}
-    added = [n for n in onnx.load(str(smoothed_path)).graph.node if n.name.endswith("/smooth_outliers")]
-    assert len(added) == len(maxima) < len(nodes)  # query, key and value share one Mul
-    np.testing.assert_allclose(logits(smoothed_path, feeds), logits(prepared, feeds), atol=1e-5)
-
-    int8_path = tmp_path / "int8.onnx"
-    quantize(smoothed_path, int8_path, keep_fp32=[])
-    assert not set(weight_matmuls(int8_path)) & set(smoothed)  # the smoothed MatMuls are int8, weights included
-    assert sum(n.name.endswith("/smooth_outliers") for n in onnx.load(str(int8_path)).graph.node) == len(added)
+    inputs = {node.input[0] for node in onnx.load(str(prepared)).graph.node if node.name in set(nodes)}
+    for path in (smoothed_path, int8_path):  # query, key and value share one Mul; quantizing keeps them
+        added = [n for n in onnx.load(str(path)).graph.node if n.name.endswith("/smooth_outliers")]
+        assert len(added) == len(inputs) < len(nodes)
+    assert not set(weight_matmuls(int8_path)) & set(nodes)  # the smoothed MatMuls are int8, weights included

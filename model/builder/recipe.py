@@ -51,6 +51,13 @@ class Int8Decision:
     outlier_remedy: str | None = None  # "smoothed" or "fp32" (a key of OUTLIER_REMEDIES), None: untouched
     outlier_channels: dict[str, int] = field(default_factory=dict)  # per MatMul, the channels so treated
 
+    def outlier_words(self) -> str:
+        """How the outlier channels were treated, for the reason line ("" when they were not)."""
+        if not self.outlier_remedy:
+            return ""
+        how = "smoothed" if self.outlier_remedy == "smoothed" else "computed in fp32"
+        return f" and {sum(self.outlier_channels.values())} outlier input channels {how}"
+
     def manifest_entry(self, calibration: TextSet, verdict: TextSet) -> dict:
         return {
             "recipe": RECIPE,
@@ -121,20 +128,13 @@ class RecipeSearch:
             if decision.verdict is not None and decision.verdict.passed:
                 decision.shipped, decision.kept_fp32 = True, keep
                 decision.reason = (f"passes the int8 gate with {len(keep)} of {len(self.nodes)} weight MatMuls "
-                                   f"kept in fp32{self._outlier_words(decision)}")
+                                   f"kept in fp32{decision.outlier_words()}")
                 return decision
         failed = decision.verdict or decision.calibration
         decision.reason = (f"no recipe keeping at most {limit} of {len(self.nodes)} weight MatMuls in fp32 passes "
                            f"the int8 gate (last: {'; '.join(failed.reasons)}): fp32 only")
         self.int8_path.unlink(missing_ok=True)
         return decision
-
-    @staticmethod
-    def _outlier_words(decision: Int8Decision) -> str:
-        count = sum(decision.outlier_channels.values())
-        if decision.outlier_remedy == "smoothed":
-            return f" and {count} outlier input channels smoothed"
-        return f" and {count} outlier input channels computed in fp32" if decision.outlier_remedy else ""
 
     def _calibration_batches(self, texts: list[str], order: list[int]) -> list[dict]:
         encodings = self.fp32.tokenize(texts)
