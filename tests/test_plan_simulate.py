@@ -73,11 +73,32 @@ def test_a_profile_without_the_shape_is_refused():
 # --- queueing ---------------------------------------------------------------------------------
 
 
-def test_one_pod_with_poisson_arrivals_matches_pollaczek_khinchine():
-    """M/D/1: mean response = S + rho S / (2 (1 - rho)); with S = 10 ms, rho = 0.7: 21.67 ms."""
-    result = run(parse("constant:rate=70,duration=2000"), CONSTANT_10MS, ONE_POD, start="warm", warm_pods=1)
-    expected = 0.010 + 0.7 * 0.010 / (2 * (1 - 0.7))
-    assert np.nanmean(result.latency) == pytest.approx(expected, rel=0.03)
+def test_one_pod_with_poisson_arrivals_matches_the_mean_of_batch_service():
+    """Poisson arrivals, constant service S = 10 ms, rho = 0.7. The pod works without pause in
+    arrival order, so each request starts as it would one at a time (M/D/1, Pollaczek-Khinchine:
+    S + rho S / (2 (1 - rho)) = 21.67 ms), and then waits for the batch-mates that arrived after
+    it while the previous batch ran. A busy period's batches are the generations of a
+    Galton-Watson process with Poisson(rho) offspring (a batch of m takes m S, during which
+    Poisson(rho m) arrive); summing m (m - 1) / 2 later mates over the generations adds
+    S rho^2 / (2 (1 - rho^2)) = 4.80 ms: 26.47 ms in all."""
+    result = run(parse("constant:rate=70,duration=4000,seed=2"), CONSTANT_10MS, ONE_POD, start="warm", warm_pods=1)
+    one_at_a_time = 0.010 + 0.7 * 0.010 / (2 * (1 - 0.7))
+    later_batch_mates = 0.010 * 0.7 ** 2 / (2 * (1 - 0.7 ** 2))
+    assert np.nanmean(result.latency) == pytest.approx(one_at_a_time + later_batch_mates, rel=0.02)
+
+
+@pytest.mark.parametrize("deal_segments", [True, False], ids=["dealt", "one-by-one"])
+def test_requests_that_arrive_during_a_batch_run_together_in_the_next(deal_segments):
+    """Constant 10 ms per request, worked by hand. 0.000 runs alone (ends 0.010); 0.002, 0.004
+    and 0.006 arrive during it and run as the next batch, 0.010-0.040, all done at 0.040; 0.015
+    arrives during that one and runs 0.040-0.050; 0.100 finds the pod idle. Across the 1 s
+    segment boundary: 0.995 runs alone to 1.005; 0.999 and 1.002 wait for the batch that starts
+    then (1.005-1.025); 1.006 comes after it started and waits for the next (1.025-1.035)."""
+    times = [0.000, 0.002, 0.004, 0.006, 0.015, 0.100, 0.995, 0.999, 1.002, 1.006]
+    expected = [0.010, 0.038, 0.036, 0.034, 0.035, 0.010, 0.010, 0.026, 0.023, 0.029]
+    result = sim.Simulation(arrivals(times, 3.0), CONSTANT_10MS, ONE_POD, FAST_COLD_START, start="warm", warm_pods=1,
+                            deal_segments=deal_segments).run()
+    assert result.latency == pytest.approx(expected, abs=1e-9)
 
 
 def test_evenly_spaced_arrivals_below_capacity_never_queue():
@@ -238,3 +259,24 @@ def test_the_activator_counts_only_its_own_requests_at_a_pod():
     pod.activator_ends.append(5.0)
     assert pod.slot_time(2) == 4.0  # its two are in flight: a slot frees when the first ends
     assert pod.in_flight(2.5) == 3
+
+
+# --- the search -----------------------------------------------------------------------------------
+
+
+def test_a_cheaper_setting_must_meet_the_slo_on_every_draw_to_be_recommended():
+    """One pod instead of two is cheaper and meets p99 <= 1 s at 20 req/s on the search's draw;
+    a second draw of the traffic at 60 req/s overloads one pod (capacity 35 req/s), so with that
+    draw as a check the cheaper setting does not replace the current one."""
+    from knative.plan.search import Search, Slo
+
+    two_pods = ONE_POD.replace(min_scale=2, max_scale=2, initial_scale=2)
+    one_pod = two_pods.replace(min_scale=1, max_scale=1, initial_scale=1)
+    light, heavy = parse("constant:rate=20,duration=60"), parse("constant:rate=60,duration=60")
+    slo = Slo(p99_ms=1000, error_budget=0.001)
+    unchecked = Search(light, SKEWED, FAST_COLD_START, slo, two_pods, max_threads=32, say=lambda _: None)
+    checked = Search(light, SKEWED, FAST_COLD_START, slo, two_pods, max_threads=32, checks=((heavy, 2),),
+                     say=lambda _: None)
+    assert slo.met(unchecked.run(one_pod)) and unchecked.better(one_pod, two_pods, "max_scale")
+    assert not slo.met(checked.check(one_pod)[0])
+    assert not checked.better(one_pod, two_pods, "max_scale")

@@ -4,10 +4,12 @@ The pod is modelled as the two stations of the classic operational analysis of a
 delay station and one queueing station, Lazowska et al., "Quantitative System Performance",
 ch. 5 and 6), both taken from the profile of one request shape:
 
-- a bottleneck that serves requests one after another, first come first served (the engine
-  and the interpreter lock: batches run one at a time, in arrival order), whose mean service
-  time is 1 / the throughput measured once it stopped growing with more requests in flight
-  (the median of the saturated points);
+- a bottleneck (the engine and the interpreter lock) that serves in batches, as the batcher
+  does: a request that finds it idle runs at once; one that arrives while a batch runs waits
+  for the next batch, which takes every request that arrived until it starts, runs for the sum
+  of their service times, and finishes all of them at its end. Its mean service time is 1 / the
+  throughput measured once it stopped growing with more requests in flight (the median of the
+  saturated points);
 - a constant time per request that overlaps with other requests' service (network, JSON,
   validation, tokenization on the request threads): the mean latency of a lone request minus
   that service time.
@@ -15,9 +17,10 @@ ch. 5 and 6), both taken from the profile of one request shape:
 A request's service time is drawn from the latency distribution measured with one request in
 flight (its quantiles, interpolated), less the overlapping part, so a lone request sees the
 measured lone latency, the pod saturates at the measured throughput, and queueing between the
-two follows from first-come-first-served. `closed_loop` predicts the profile's own curve
-(throughput and latency against in-flight requests, by mean value analysis), which the profile
-report prints beside the measurement as a check of the model.
+two follows from the batches (the simulation runs them: `simulate.column_batches`).
+`closed_loop` predicts the profile's own curve (throughput and mean latency against requests
+in flight, by mean value analysis: the batches change who waits, not how much work there is),
+which the profile report prints beside the measurement as a check of the model.
 """
 
 from __future__ import annotations

@@ -11,22 +11,23 @@ What moves, and where each piece comes from:
 - otherwise they go straight to the ready pods, round robin (the ingress gateway's balancing),
   and queue-proxy admits containerConcurrency in flight plus 10 x containerConcurrency queued,
   then answers 503 (pkg/queue/breaker.go, sharedmain.buildBreaker);
-- each pod serves as `pod.PodModel` says; a request that takes longer than the deadline counts
-  as an error (504) but still used the pod;
+- each pod serves as `pod.PodModel` says, in batches (`Pod`); a request that takes longer than
+  the deadline counts as an error (504) but still used the pod;
 - every second the autoscaler records the average concurrency (pods' and activator's), every 2 s
   it decides (`kpa.Decider`) and the reconciler sets the replicas (`kpa.PodAutoscaler`); a new
   pod is ready `ColdStart.seconds` after it is created; a removed pod stops taking requests at
   once and lives on while queue-proxy drains (30 s after its last request, the pod's cost).
 
 Time moves in 1 s segments (cut where a pod becomes ready). Within a segment where no limit is
-reached, requests are dealt round robin and each pod's first-come-first-served departures are
-computed for the whole segment at once with numpy (`_deal_segment`); where a limit is reached
-(a full pod, the activator holding requests, a 503) the segment is replayed request by request
-(`_route_one`). Both give the same result where both apply (a test checks it).
+reached, requests are dealt round robin and each pod's departures are computed for the whole
+segment at once (`_deal_segment`: a numpy running maximum, then one step per batch); where a
+limit is reached (a full pod, the activator holding requests, a 503) the segment is replayed
+request by request (`_route_one`). Both give the same result where both apply (a test checks it).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -49,13 +50,21 @@ OK, REJECTED = 0, 1
 
 @dataclass
 class Pod:
+    """One pod's bottleneck, serving in batches: a request that arrives while a batch runs waits
+    for the next one, which takes every request that arrived until it starts; the batch takes the
+    sum of its requests' service times and all of them finish at its end."""
+
     number: int  # order of creation (ties in the activator's choice go to the oldest)
     created: float
     ready_at: float
     removed: float | None = None
     free_at: float = 0.0  # when its bottleneck has served everything it was given
+    batch_start: float = 0.0  # when the open batch starts (the running batch's end)
+    open: list = field(default_factory=list)  # requests in the open batch (not started, end not final)
+    open_from_activator: int = 0  # of those, the ones the activator sent
+    open_end: float = 0.0  # the open batch's end so far (grows as requests join)
     slots_since: float = 0.0  # ends before this time are forgotten (trimmed)
-    ends: deque = field(default_factory=deque)  # completion times of requests in flight, ascending
+    ends: deque = field(default_factory=deque)  # completion times of requests in started batches, ascending
     activator_ends: deque = field(default_factory=deque)  # those the activator sent (its own count)
 
     def forget(self, now: float) -> None:
@@ -68,14 +77,17 @@ class Pod:
     def in_flight(self, now: float) -> int:
         """Requests in the pod (queue-proxy's count, whoever sent them)."""
         self.forget(now)
-        return len(self.ends)
+        return len(self.ends) + len(self.open)
 
     def slot_time(self, limit: int) -> float:
         """Earliest time from `slots_since` on when the activator has fewer than `limit` of its
-        own requests in flight at this pod (it does not see requests that came directly)."""
-        if not limit or len(self.activator_ends) < limit:
+        own requests in flight at this pod (it does not see requests that came directly). While
+        the open batch may still grow, its end is a lower bound: the slot time only moves later."""
+        own = len(self.activator_ends) + self.open_from_activator
+        if not limit or own < limit:
             return self.slots_since
-        return self.activator_ends[len(self.activator_ends) - limit]
+        index = own - limit
+        return self.activator_ends[index] if index < len(self.activator_ends) else self.open_end
 
     def end_of_life(self, horizon: float) -> float:
         if self.removed is None:
@@ -225,7 +237,7 @@ class Simulation:
             index = stop
             self._drain_backlog(until)
             for pod in self.ready:
-                pod.forget(until)
+                self._settle(pod, until)
             now = until
             for pod in [p for p in self.starting if p.ready_at == now]:
                 self._pod_ready(pod, now)
@@ -234,6 +246,8 @@ class Simulation:
                 if second % int(kpa.TICK_SECONDS) == 0:
                     self._tick(now)
                 second += 1
+        for pod in self.ready:
+            self._close_batch(pod)
         return self._result(time.perf_counter() - started)
 
     def _through_activator(self) -> bool:
@@ -270,8 +284,10 @@ class Simulation:
         when some request would find its pod full.
 
         Request lo + r * k + c goes to ready pod (rr + c) % k: laid out as a matrix of k columns,
-        each column is one pod's arrivals in order, and first come first served is a running
-        maximum down the columns: D_i = C_i + max(free, max_{j<=i} (A_j - C_{j-1})).
+        each column is one pod's arrivals in order. The bottleneck works without pause while it
+        has work, in arrival order, so its departures as if it served one request at a time are a
+        running maximum down the columns, D_i = C_i + max(free, max_{j<=i} (A_j - C_{j-1})), and
+        each batch ends at the D of its last request (`column_batches`).
         """
         count, k = hi - lo, len(self.ready)
         rows = -(-count // k)
@@ -285,25 +301,49 @@ class Simulation:
         served = np.cumsum(service, axis=0)
         free = np.array([pod.free_at for pod in pods])
         done = served + np.maximum(np.maximum.accumulate(arrive - (served - service), axis=0), free)
-        ends = done + self.pod_model.overlap_seconds
-        limits = [([pod.ends for pod in pods], self._queue_proxy_limit())]
+        overlap = self.pod_model.overlap_seconds
+        ends = done + overlap  # the padding's: the column's last end, which keeps columns sorted
+        filled = [rows if c <= (count - 1) % k else rows - 1 for c in range(k)]
+        batches = _segment_batches(pods, arrive, done, filled)
+        for c, b in enumerate(batches):
+            if b:
+                ends[:filled[c], c] = b.ends + overlap
+        carried = [b.carried_end + overlap if b else pod.open_end for pod, b in zip(pods, batches)]
+        limits = [([pod.ends for pod in pods], [(len(pod.open), end) for pod, end in zip(pods, carried)],
+                   self._queue_proxy_limit())]
         if through_activator:
-            limits.append(([pod.activator_ends for pod in pods], self.settings.container_concurrency))
-        if not all(_below_limit(earlier, arrive, ends, count, limit) for earlier, limit in limits if limit):
+            limits.append(([pod.activator_ends for pod in pods],
+                           [(pod.open_from_activator, end) for pod, end in zip(pods, carried)],
+                           self.settings.container_concurrency))
+        if not all(_below_limit(earlier, waiting, arrive, ends, count, limit)
+                   for earlier, waiting, limit in limits if limit):
             return False
-        flat_ends = ends.reshape(-1)[:count]
-        for c, pod in enumerate(pods):
-            filled = rows if c <= (count - 1) % k else rows - 1
-            if filled:
-                pod.free_at = float(done[filled - 1, c])
-                pod.ends.extend(ends[:filled, c].tolist())
-                if through_activator:
-                    pod.activator_ends.extend(ends[:filled, c].tolist())
-        self.end[lo:hi] = flat_ends
-        self.rr = (self.rr + count) % k
         self.proxied[lo:hi] = through_activator
-        self._account(self.arrival[lo:hi], flat_ends, through_activator)
+        finished = [self._commit_column(pod, b, lo + c + k * np.arange(n), ends[:n, c], float(done[n - 1, c]),
+                                        through_activator)
+                    for c, (pod, b, n) in enumerate(zip(pods, batches, filled)) if n]
+        requests = np.concatenate(finished)
+        self.end[requests] = ends.reshape(-1)[requests - lo]
+        self.rr = (self.rr + count) % k
+        self._account(self.arrival[requests], self.end[requests], through_activator)
         return True
+
+    def _commit_column(self, pod: Pod, batches: ColumnBatches, requests: np.ndarray, ends: np.ndarray, free_at: float,
+                       through_activator: bool) -> np.ndarray:
+        """Applies one pod's column of a dealt segment; returns the requests whose batch started."""
+        if pod.open and not batches.carried_open:
+            pod.open_end = batches.carried_end + self.pod_model.overlap_seconds
+            self._close_batch(pod)
+        started = batches.open_from
+        pod.ends.extend(ends[:started].tolist())
+        if through_activator:
+            pod.activator_ends.extend(ends[:started].tolist())
+            pod.open_from_activator += requests.size - started
+        pod.open.extend(requests[started:].tolist())
+        pod.free_at, pod.batch_start = free_at, batches.batch_start
+        if pod.open:
+            pod.open_end = free_at + self.pod_model.overlap_seconds
+        return requests[:started]
 
     def _route_one(self, i: int, through_activator: bool) -> None:
         at = float(self.arrival[i])
@@ -325,7 +365,7 @@ class Simulation:
         limit = self.settings.container_concurrency
         for step in range(len(self.ready)):
             pod = self.ready[(self.rr + step) % len(self.ready)]
-            pod.forget(at)
+            self._settle(pod, at)
             if pod.slot_time(limit) <= at:
                 self.rr = (self.rr + step + 1) % len(self.ready)
                 self._admit(i, pod, at)
@@ -358,6 +398,7 @@ class Simulation:
     def _admit(self, i: int, pod: Pod, at: float) -> None:
         """Queue-proxy takes the request, or answers 503 when its queue is full."""
         limit = self._queue_proxy_limit()
+        self._settle(pod, at)
         if limit and pod.in_flight(at) >= limit:
             self.status[i] = REJECTED
         else:
@@ -368,9 +409,33 @@ class Simulation:
         heapq.heappush(self.slots, (pod.slot_time(self.settings.container_concurrency), pod.number, pod))
 
     def _assign(self, i: int, pod: Pod, at: float) -> None:
-        done = max(at, pod.free_at) + self.service[i]
-        pod.free_at = done
-        end = done + self.pod_model.overlap_seconds
+        """Request i joins the pod's open batch, or starts alone when the pod is idle."""
+        if at > pod.batch_start:  # the open batch (if any) has started
+            self._close_batch(pod)
+        if at > pod.free_at:  # idle: runs at once, alone
+            pod.free_at = pod.batch_start = at + self.service[i]
+            self._finish(i, pod, pod.free_at + self.pod_model.overlap_seconds)
+            return
+        pod.free_at += self.service[i]
+        pod.open_end = pod.free_at + self.pod_model.overlap_seconds
+        pod.open.append(i)
+        pod.open_from_activator += bool(self.proxied[i])
+
+    def _close_batch(self, pod: Pod) -> None:
+        """The open batch starts: its end is final, and the next batch starts at that end."""
+        for i in pod.open:
+            self._finish(i, pod, pod.open_end)
+        pod.open.clear()
+        pod.open_from_activator = 0
+        pod.batch_start = pod.free_at
+
+    def _settle(self, pod: Pod, now: float) -> None:
+        """Brings the pod to `now`: the open batch closes once it has started, finished requests go."""
+        if pod.open and pod.batch_start < now:
+            self._close_batch(pod)
+        pod.forget(now)
+
+    def _finish(self, i: int, pod: Pod, end: float) -> None:
         pod.ends.append(end)
         if self.proxied[i]:
             pod.activator_ends.append(end)
@@ -413,6 +478,9 @@ class Simulation:
         if self.backlog:  # held by the activator: in the system for the whole second so far
             held = self.arrival[np.fromiter(self.backlog, dtype=np.int64)]
             self.area[True][second - 1] += float(np.sum(second - np.maximum(held, second - 1)))
+        for pod in self.ready:  # waiting for a batch that starts later: in the pod all second so far
+            for i in pod.open:
+                self.area[bool(self.proxied[i])][second - 1] += second - max(float(self.arrival[i]), second - 1.0)
         self.accounted_until = float(second)
         direct = self._concurrency(second, False)
         through_activator = self._concurrency(second, True)
@@ -444,12 +512,13 @@ class Simulation:
             victims = self.starting[::-1] + sorted(self.ready, key=lambda p: p.ready_at, reverse=True)
             for pod in victims[: alive - replicas]:
                 pod.removed = now
+                self._close_batch(pod)  # it takes no more requests: its open batch is complete
                 (self.starting if pod in self.starting else self.ready).remove(pod)
                 self.retired.append(pod)
 
     def _pod_ready(self, pod: Pod, now: float) -> None:
         self.starting.remove(pod)
-        pod.slots_since = pod.free_at = now
+        pod.slots_since = pod.free_at = pod.batch_start = now
         self._add_ready(pod)
         self._drain_backlog(now)
         # Endpoints changed: the reconciler runs (the Active condition may turn true).
@@ -483,11 +552,67 @@ class Simulation:
         )
 
 
-def _below_limit(earlier: list[deque], arrive: np.ndarray, ends: np.ndarray, count: int, limit: int) -> bool:
+@dataclass(frozen=True)
+class ColumnBatches:
+    ends: np.ndarray  # per request of the column: its batch's end, without the overlapping part
+    carried_end: float  # end of the batch the pod's open requests (from before the column) are in
+    carried_open: bool  # that batch is still open
+    open_from: int  # the column's first request in the open batch (its length: none)
+    batch_start: float  # when the open batch starts; with none open, when the pod is free
+
+
+def _segment_batches(pods: list[Pod], arrive: np.ndarray, done: np.ndarray, filled: list[int]) -> list:
+    """Each column's batches (None for an empty column). A column where every request finds its
+    pod idle, with nothing waiting from before, runs all alone: no step needed."""
+    previous = np.vstack([[pod.free_at for pod in pods], done[:-1]])
+    queued = np.any((arrive <= previous) & (np.arange(len(arrive))[:, None] < np.array(filled)), axis=0)
+    batches = []
+    for c, (pod, n) in enumerate(zip(pods, filled)):
+        if not n:
+            batches.append(None)
+        elif queued[c] or pod.open:
+            batches.append(column_batches(arrive[:n, c], done[:n, c], pod.batch_start, pod.free_at, len(pod.open)))
+        else:
+            batches.append(ColumnBatches(done[:n, c], pod.free_at, False, n, float(done[n - 1, c])))
+    return batches
+
+
+def column_batches(arrive: np.ndarray, done: np.ndarray, start: float, free_at: float, carried: int) -> ColumnBatches:
+    """Batch service down one pod's column of arrivals, from the pod's state: its open batch
+    (`carried` requests) starts at `start` and ends at `free_at` so far.
+
+    A batch takes every request that arrived by its start and ends where one-at-a-time service
+    of the same requests would end its last one (`done`: the same work, without pause, in the
+    same order). A request that arrives after the previous one's `done` finds the pod idle and
+    runs at once, alone, ending at its own `done`; only the others take a step, one per batch.
+    """
+    n = arrive.size
+    ends = done.copy()
+    a = arrive.tolist()
+    joined = bisect.bisect_right(a, start) if carried else 0  # requests that join the carried batch
+    carried_end = float(done[joined - 1]) if joined else free_at
+    ends[:joined] = carried_end
+    open_from, open_start, covered = 0, start, joined  # the last batch so far and how far it reaches
+    previous_end = np.concatenate(([free_at], done[:-1]))
+    queued = (np.flatnonzero(arrive[joined:] <= previous_end[joined:]) + joined).tolist()
+    k = 0
+    while k < len(queued):  # a batch starts when the previous request's batch ends
+        open_from = queued[k]
+        open_start = float(previous_end[open_from])
+        covered = bisect.bisect_right(a, open_start, open_from)
+        ends[open_from:covered] = done[covered - 1]
+        k = bisect.bisect_left(queued, covered, k)
+    if covered < n:  # the last request ran alone: nothing waits
+        return ColumnBatches(ends, carried_end, False, n, float(done[-1]))
+    return ColumnBatches(ends, carried_end, carried > 0 and joined == n, open_from, open_start)
+
+def _below_limit(earlier: list[deque], waiting: list[tuple[int, float]], arrive: np.ndarray, ends: np.ndarray,
+                 count: int, limit: int) -> bool:
     """Whether each of the first `count` requests (row-major) of a dealt segment finds fewer than
-    `limit` in flight at its pod (column): `earlier` holds each column's requests in flight
-    before the segment, `ends` the segment's completion times."""
-    held = np.array([len(e) for e in earlier])
+    `limit` in flight at its pod (column): `earlier` holds each column's requests in started
+    batches before the segment, `waiting` how many wait in its open batch and when that batch
+    ends, `ends` the segment's completion times."""
+    held = np.array([len(e) + waits for e, (waits, _) in zip(earlier, waiting)])
     rows, k = arrive.shape
     if np.all(held + rows <= limit):
         return True  # cannot reach the limit even if nothing finished
@@ -496,8 +621,8 @@ def _below_limit(earlier: list[deque], arrive: np.ndarray, ends: np.ndarray, cou
     # counts within each column.
     base = min(float(arrive.min()), min((e[0] for e in earlier if e), default=np.inf))
     span = float(ends.max() - base + 1.0)
-    keys = np.concatenate([np.concatenate([np.fromiter(e, dtype=float, count=len(e)), ends[:, c]]) - base + c * span
-                           for c, e in enumerate(earlier)])
+    keys = np.concatenate([np.concatenate([np.fromiter(e, dtype=float, count=len(e)), np.full(waits, end), ends[:, c]])
+                           - base + c * span for c, (e, (waits, end)) in enumerate(zip(earlier, waiting))])
     offsets = np.concatenate([[0], np.cumsum(held + rows)[:-1]])
     finished = np.searchsorted(keys, arrive - base + np.arange(k) * span, side="right") - offsets
     in_flight = held + np.arange(rows)[:, None] - finished
