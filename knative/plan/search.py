@@ -31,8 +31,8 @@ MAX_PASSES = 4
 # Values tried for each setting (Autoscaling field). containerConcurrency is added from the
 # profile (the pod's request threads) and max-scale from the traffic's peak.
 GRID = {
-    "target": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0),
     "target_utilization": (0.6, 0.7, 0.8, 0.9, 1.0),
+    "target": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0),
     "panic_threshold_percentage": (150.0, 200.0, 300.0, 400.0),
     "panic_window_percentage": (5.0, 10.0, 20.0),
     "window": (30.0, 60.0, 120.0),
@@ -133,7 +133,9 @@ class Search:
                            if peak_pods <= n <= 4 * peak_pods + 4))
         threads = self.max_threads
         concurrencies = (0, max(1, threads // 4), max(1, threads // 2), threads)
-        grid = {"container_concurrency": concurrencies, **GRID, "max_scale": max_scales}
+        # Utilization first: from a start that misses the SLO, headroom is the one-setting move
+        # most likely to meet it; a move that only misses by less can lead far away.
+        grid = {**GRID, "container_concurrency": concurrencies, "max_scale": max_scales}
         return {name: tuple(sorted({*values, getattr(self.current, name)}, key=_grid_order))
                 for name, values in grid.items()}
 
