@@ -304,7 +304,7 @@ class Simulation:
         overlap = self.pod_model.overlap_seconds
         ends = done + overlap  # the padding's: the column's last end, which keeps columns sorted
         filled = [rows if c <= (count - 1) % k else rows - 1 for c in range(k)]
-        batches = _segment_batches(pods, arrive, done, filled)
+        batches = _segment_batches(pods, arrive, done, free, filled)
         for c, b in enumerate(batches):
             if b:
                 ends[:filled[c], c] = b.ends + overlap
@@ -561,10 +561,11 @@ class ColumnBatches:
     batch_start: float  # when the open batch starts; with none open, when the pod is free
 
 
-def _segment_batches(pods: list[Pod], arrive: np.ndarray, done: np.ndarray, filled: list[int]) -> list:
+def _segment_batches(pods: list[Pod], arrive: np.ndarray, done: np.ndarray, free: np.ndarray,
+                     filled: list[int]) -> list:
     """Each column's batches (None for an empty column). A column where every request finds its
     pod idle, with nothing waiting from before, runs all alone: no step needed."""
-    previous = np.vstack([[pod.free_at for pod in pods], done[:-1]])
+    previous = np.vstack([free, done[:-1]])
     queued = np.any((arrive <= previous) & (np.arange(len(arrive))[:, None] < np.array(filled)), axis=0)
     batches = []
     for c, (pod, n) in enumerate(zip(pods, filled)):
