@@ -146,6 +146,29 @@ def test_dealt_segments_give_the_same_result_as_one_request_at_a_time():
         assert dealt.rejected == one_by_one.rejected
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_dealt_segments_match_one_request_at_a_time_on_random_traffic_and_settings(seed):
+    """Random shapes, rates, pods and settings: loads from idle to past capacity, so batches of
+    every size form, open batches carry across segments and limits bind; the vectorised batches
+    must give the request-by-request schedule."""
+    rng = np.random.default_rng(seed)
+    rate = int(rng.integers(20, 400))
+    shape = rng.choice([f"constant:rate={rate},duration=90", f"burst:rate={rate},idle=5,length=60,duration=90",
+                        f"diurnal:low=0,peak={rate},period=90,duration=90"])
+    pod = PodModel.build(1, float(rng.uniform(20, 120)), tuple(np.sort(rng.uniform(0.005, 0.2, 6))))
+    settings = CURRENT_LIKE.replace(
+        container_concurrency=int(rng.choice([0, 1, 4, 32])), target=float(rng.choice([1, 2, 8])),
+        min_scale=int(rng.integers(0, 3)), max_scale=int(rng.choice([2, 6, 20])),
+        target_burst_capacity=float(rng.choice([0, 5, -1])))
+    traffic = parse(f"{shape},seed={seed}")
+    dealt = sim.Simulation(traffic, pod, settings, FAST_COLD_START, seed=seed).run()
+    one_by_one = sim.Simulation(traffic, pod, settings, FAST_COLD_START, seed=seed, deal_segments=False).run()
+    assert np.allclose(dealt.latency, one_by_one.latency, equal_nan=True, rtol=0, atol=1e-9)
+    assert dealt.timeline["ready"] == one_by_one.timeline["ready"]
+    assert dealt.rejected == one_by_one.rejected
+    assert dealt.pod_seconds == pytest.approx(one_by_one.pod_seconds)
+
+
 # --- Knative's behaviour end to end ------------------------------------------------------------
 
 
