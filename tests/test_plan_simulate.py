@@ -282,24 +282,3 @@ def test_the_activator_counts_only_its_own_requests_at_a_pod():
     pod.activator_ends.append(5.0)
     assert pod.slot_time(2) == 4.0  # its two are in flight: a slot frees when the first ends
     assert pod.in_flight(2.5) == 3
-
-
-# --- the search -----------------------------------------------------------------------------------
-
-
-def test_a_cheaper_setting_must_meet_the_slo_on_every_draw_to_be_recommended():
-    """One pod instead of two is cheaper and meets p99 <= 1 s at 20 req/s on the search's draw;
-    a second draw of the traffic at 60 req/s overloads one pod (capacity 35 req/s), so with that
-    draw as a check the cheaper setting does not replace the current one."""
-    from knative.plan.search import Search, Slo
-
-    two_pods = ONE_POD.replace(min_scale=2, max_scale=2, initial_scale=2)
-    one_pod = two_pods.replace(min_scale=1, max_scale=1, initial_scale=1)
-    light, heavy = parse("constant:rate=20,duration=60"), parse("constant:rate=60,duration=60")
-    slo = Slo(p99_ms=1000, error_budget=0.001)
-    unchecked = Search(light, SKEWED, FAST_COLD_START, slo, two_pods, max_threads=32, say=lambda _: None)
-    checked = Search(light, SKEWED, FAST_COLD_START, slo, two_pods, max_threads=32, checks=((heavy, 2),),
-                     say=lambda _: None)
-    assert slo.met(unchecked.run(one_pod)) and unchecked.better(one_pod, two_pods, "max_scale")
-    assert not slo.met(checked.check(one_pod)[0])
-    assert not checked.better(one_pod, two_pods, "max_scale")
