@@ -7,9 +7,9 @@ the current settings, and again from the current settings aimed at the requests 
 fill a pod (`Search.starts`): each pass tries every value of one setting with the others held,
 keeps the best, and moves to the next setting, until a pass changes nothing. A descent that
 stops there can miss what only two settings moved together buy (more warm pods and an earlier
-scale-up, say: each alone costs more or misses the SLO), so it then tries pairs of one-step
-moves (`Search.pair_moves`): one that saves pod-seconds but misses the SLO alone, with one
-that shortens the tail; where a pair wins, the descent goes on from it. Every candidate is
+scale-up, say: each alone costs more or misses the SLO), so it then tries pairs of moves
+(`Search.pair_moves`): one that saves pod-seconds but misses the SLO alone, with one of another
+setting that shortens the tail; where a pair wins, the descent goes on from it. Every candidate is
 simulated on the same arrivals and service times (same seed), so candidates differ only by
 their settings; the candidates of one step are simulated side by side, one process per CPU.
 Between candidates whose pod-seconds are within TIE_SHARE of each other, the lower p99 wins,
@@ -36,10 +36,6 @@ from knative.plan.traffic import Traffic
 TIE_SHARE = 0.01
 MAX_PASSES = 6  # passes of one descent, counting those that go on after a pair move
 MAX_PAIRS = 48  # pair moves tried where a descent stops: the biggest savings first
-# Each start is descended twice, trying first in every pass one of these settings: from a start
-# that misses the SLO, the first move that meets it decides where the descent ends up, and
-# neither order finds the cheaper answer on every traffic shape.
-FIRST_TRIED = ("target_utilization", "target")
 
 # Values tried for each setting (Autoscaling field). containerConcurrency is added from the
 # profile (the pod's request threads) and max-scale from the traffic's peak.
@@ -174,6 +170,8 @@ class Search:
                            if peak_pods <= n <= 4 * peak_pods + 4))
         threads = self.max_threads
         concurrencies = (0, max(1, threads // 4), max(1, threads // 2), threads)
+        # Utilization first: from a start that misses the SLO, headroom is the one-setting move
+        # most likely to meet it; a move that only misses by less can lead far away.
         grid = {**GRID, "container_concurrency": concurrencies, "max_scale": max_scales}
         return {name: tuple(sorted({*values, getattr(self.current, name)}, key=_grid_order))
                 for name, values in grid.items()}
@@ -197,25 +195,22 @@ class Search:
         return [self.current] if filled == self.current or not self.valid(filled) else [self.current, filled]
 
     def best(self) -> Autoscaling:
-        """The best of the coordinate descents from each start, in each order (one descent can
-        stop in a local optimum)."""
-        ends = [self.descend(start, first) for start in self.starts() for first in FIRST_TRIED]
+        """The best of a coordinate descent from each start (one descent can stop in a local optimum)."""
+        ends = [self.descend(start) for start in self.starts()]
         best = ends[0]
         for end in ends[1:]:
             if self.better(end, best, "target"):
                 best = end
         return best
 
-    def descend(self, best: Autoscaling, first: str) -> Autoscaling:
-        """Passes over the settings, `first` first, each value with the others held; where a pass
-        changes nothing, a pair move (`pair_move`) may let it go on."""
-        self.say(f"  from {describe(best)}, {first.replace('_', '-')} first:")
+    def descend(self, best: Autoscaling) -> Autoscaling:
+        """Passes over the settings, each value with the others held; where a pass changes nothing,
+        a pair move (`pair_move`) may let the descent go on."""
+        self.say(f"  from {describe(best)}:")
         self.run(best)
-        grid = self.grid()
-        order = {first: grid[first], **grid}
         for number in range(1, MAX_PASSES + 1):
             before = best
-            for name, values in order.items():
+            for name, values in self.grid().items():
                 self.prefetch([best.replace(**{name: value}) for value in values])
                 for value in values:
                     candidate = best.replace(**{name: value})
@@ -233,27 +228,24 @@ class Search:
                 break
         return best
 
-    def steps(self, settings: Autoscaling) -> list[tuple[str, Autoscaling]]:
-        """Each setting moved one value of its grid up or down, the others held: (name, settings)."""
-        moves = []
-        for name, values in self.grid().items():
-            at = values.index(getattr(settings, name))
-            moves += [(name, settings.replace(**{name: values[i]})) for i in (at - 1, at + 1) if 0 <= i < len(values)]
-        return [(name, moved) for name, moved in moves if self.valid(moved)]
+    def moves(self, settings: Autoscaling) -> list[tuple[str, Autoscaling]]:
+        """Each setting moved to each other value of its grid, the others held: (name, settings)."""
+        moves = [(name, settings.replace(**{name: value})) for name, values in self.grid().items() for value in values]
+        return [(name, moved) for name, moved in moves if moved != settings and self.valid(moved)]
 
     def pair_moves(self, best: Autoscaling) -> list[tuple[str, Autoscaling]]:
-        """Where one setting at a time finds nothing better: two one-step moves together, one that
-        saves pod-seconds but misses the SLO alone (or on another draw) and one of another setting
-        that shortens the tail or cuts errors. At most MAX_PAIRS, the biggest savings first, then
-        the shortest tails."""
+        """Where one setting at a time finds nothing better: two moves together, one that saves
+        pod-seconds but misses the SLO alone (or on another draw) and one of another setting that
+        shortens the tail or cuts errors. At most MAX_PAIRS, the biggest savings first, then the
+        shortest tails."""
         result = self.run(best)
-        steps = self.steps(best)
-        self.prefetch([moved for _, moved in steps])
-        saving = sorted((s for s in steps if self.run(s[1]).pod_seconds < result.pod_seconds * (1 - TIE_SHARE)),
-                        key=lambda s: self.run(s[1]).pod_seconds)
-        helping = sorted((s for s in steps if self.run(s[1]).percentile(99) < result.percentile(99)
-                          or self.run(s[1]).error_share < result.error_share),
-                         key=lambda s: (self.run(s[1]).percentile(99), self.run(s[1]).error_share))
+        moves = self.moves(best)
+        self.prefetch([moved for _, moved in moves])
+        saving = sorted((m for m in moves if self.run(m[1]).pod_seconds < result.pod_seconds * (1 - TIE_SHARE)),
+                        key=lambda m: self.run(m[1]).pod_seconds)
+        helping = sorted((m for m in moves if self.run(m[1]).percentile(99) < result.percentile(99)
+                          or self.run(m[1]).error_share < result.error_share),
+                         key=lambda m: (self.run(m[1]).percentile(99), self.run(m[1]).error_share))
         pairs = [(a, moved.replace(**{b: getattr(helper, b)})) for a, moved in saving for b, helper in helping if a != b]
         return [(name, pair) for name, pair in pairs if self.valid(pair)][:MAX_PAIRS]
 

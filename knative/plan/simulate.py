@@ -20,9 +20,10 @@ What moves, and where each piece comes from:
 
 Time moves in 1 s segments (cut where a pod becomes ready). Within a segment where no limit is
 reached, requests are dealt round robin and each pod's departures are computed for the whole
-segment at once (`_deal_segment`: a numpy running maximum, then the batches by pointer doubling); where a
-limit is reached (a full pod, the activator holding requests, a 503) the segment is replayed
-request by request (`_route_one`). Both give the same result where both apply (a test checks it).
+segment at once (`_deal_segment`: a numpy running maximum, then every pod's batches together,
+`batches.segment_batches`); where a limit is reached (a full pod, the activator holding
+requests, a 503) the segment is replayed request by request (`_route_one`). Both give the same
+result where both apply (tests check it).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from knative.plan import kpa
-from knative.plan.batches import segment_batches
 from knative.plan.annotations import Autoscaling
+from knative.plan.batches import segment_batches
 from knative.plan.pod import ColdStart, PodModel
 from knative.plan.traffic import Traffic
 
