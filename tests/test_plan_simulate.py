@@ -146,6 +146,29 @@ def test_dealt_segments_give_the_same_result_as_one_request_at_a_time():
         assert dealt.rejected == one_by_one.rejected
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_dealt_segments_match_one_request_at_a_time_on_random_traffic_and_settings(seed):
+    """Random shapes, rates, pods and settings: loads from idle to past capacity, so batches of
+    every size form, open batches carry across segments and limits bind; the vectorised batches
+    must give the request-by-request schedule."""
+    rng = np.random.default_rng(seed)
+    rate = int(rng.integers(20, 400))
+    shape = rng.choice([f"constant:rate={rate},duration=90", f"burst:rate={rate},idle=5,length=60,duration=90",
+                        f"diurnal:low=0,peak={rate},period=90,duration=90"])
+    pod = PodModel.build(1, float(rng.uniform(20, 120)), tuple(np.sort(rng.uniform(0.005, 0.2, 6))))
+    settings = CURRENT_LIKE.replace(
+        container_concurrency=int(rng.choice([0, 1, 4, 32])), target=float(rng.choice([1, 2, 8])),
+        min_scale=int(rng.integers(0, 3)), max_scale=int(rng.choice([2, 6, 20])),
+        target_burst_capacity=float(rng.choice([0, 5, -1])))
+    traffic = parse(f"{shape},seed={seed}")
+    dealt = sim.Simulation(traffic, pod, settings, FAST_COLD_START, seed=seed).run()
+    one_by_one = sim.Simulation(traffic, pod, settings, FAST_COLD_START, seed=seed, deal_segments=False).run()
+    assert np.allclose(dealt.latency, one_by_one.latency, equal_nan=True, rtol=0, atol=1e-9)
+    assert dealt.timeline["ready"] == one_by_one.timeline["ready"]
+    assert dealt.rejected == one_by_one.rejected
+    assert dealt.pod_seconds == pytest.approx(one_by_one.pod_seconds)
+
+
 # --- Knative's behaviour end to end ------------------------------------------------------------
 
 
@@ -259,24 +282,3 @@ def test_the_activator_counts_only_its_own_requests_at_a_pod():
     pod.activator_ends.append(5.0)
     assert pod.slot_time(2) == 4.0  # its two are in flight: a slot frees when the first ends
     assert pod.in_flight(2.5) == 3
-
-
-# --- the search -----------------------------------------------------------------------------------
-
-
-def test_a_cheaper_setting_must_meet_the_slo_on_every_draw_to_be_recommended():
-    """One pod instead of two is cheaper and meets p99 <= 1 s at 20 req/s on the search's draw;
-    a second draw of the traffic at 60 req/s overloads one pod (capacity 35 req/s), so with that
-    draw as a check the cheaper setting does not replace the current one."""
-    from knative.plan.search import Search, Slo
-
-    two_pods = ONE_POD.replace(min_scale=2, max_scale=2, initial_scale=2)
-    one_pod = two_pods.replace(min_scale=1, max_scale=1, initial_scale=1)
-    light, heavy = parse("constant:rate=20,duration=60"), parse("constant:rate=60,duration=60")
-    slo = Slo(p99_ms=1000, error_budget=0.001)
-    unchecked = Search(light, SKEWED, FAST_COLD_START, slo, two_pods, max_threads=32, say=lambda _: None)
-    checked = Search(light, SKEWED, FAST_COLD_START, slo, two_pods, max_threads=32, checks=((heavy, 2),),
-                     say=lambda _: None)
-    assert slo.met(unchecked.run(one_pod)) and unchecked.better(one_pod, two_pods, "max_scale")
-    assert not slo.met(checked.check(one_pod)[0])
-    assert not checked.better(one_pod, two_pods, "max_scale")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -231,29 +232,32 @@ def _run_recommend(args: argparse.Namespace) -> int:
     print(f"SLO: {slo.describe()}; searching ...")
     started = time.perf_counter()
     checks = tuple((traffic.parse(args.traffic, seed), seed) for seed in VERIFY_SEEDS)
-    search = Search(shape, pod, cold_start, slo, current, measured["service"]["threads"], seed=args.seed, checks=checks)
-    best = search.best()
-    print(f"searched {len(search.results)} settings in {time.perf_counter() - started:.0f} s")
-    recommended, existing = search.run(best), search.run(current)
-    print(f"recommended: {annotations.describe(best)}")
-    print(report.figure_rows({"current": existing, "recommended": recommended}))
-    verdict = "meets" if search.met(best) else "does NOT meet (no setting in the grid does)"
-    print(f"the recommendation {verdict} the SLO on every draw; current settings"
-          f" {'meet' if search.met(current) else 'miss'} it")
-    for seed, again in zip(VERIFY_SEEDS, search.check(best)):
-        print(f"  check with seed {seed}: {report.short_figures(again)}")
-    header = _patch_header(args, measured, shape, slo, cold_start, existing, recommended)
-    notes = {_annotation_name(name): _note(kind, _shown(name, value), result, slo)
-             for name, (kind, value, result) in search.alternatives(best).items()}
-    notes["initial-scale"] = "not searched: applies only when a revision is created"
-    args.patch.parent.mkdir(parents=True, exist_ok=True)
-    args.patch.write_text(annotations.kustomize_patch(service["metadata"]["name"], best, header, notes))
-    print(f"patch: {args.patch} (add it to the overlay's kustomization.yaml: patches: - path: {args.patch.name})")
-    chart_path = args.chart or args.patch.with_suffix(".png")
-    report.chart({"recommended": recommended, "current": existing}, chart_path,
-                 f"{shape.spec} on {measured['cpu']['summary']}\nSLO {slo.describe()}", slo.p99_ms)
-    print(f"chart: {chart_path}")
-    return 0
+    search = Search(shape, pod, cold_start, slo, current, measured["service"]["threads"], seed=args.seed, checks=checks,
+                    workers=len(os.sched_getaffinity(0)))
+    with search:
+        best = search.best()
+        print(f"searched {len(search.results)} settings in {time.perf_counter() - started:.0f} s"
+              f" ({search.workers} processes side by side)")
+        recommended, existing = search.run(best), search.run(current)
+        print(f"recommended: {annotations.describe(best)}")
+        print(report.figure_rows({"current": existing, "recommended": recommended}))
+        verdict = "meets" if search.met(best) else "does NOT meet (no setting in the grid does)"
+        print(f"the recommendation {verdict} the SLO on every draw; current settings"
+              f" {'meet' if search.met(current) else 'miss'} it")
+        for seed, again in zip(VERIFY_SEEDS, search.check(best)):
+            print(f"  check with seed {seed}: {report.short_figures(again)}")
+        header = _patch_header(args, measured, shape, slo, cold_start, existing, recommended)
+        notes = {_annotation_name(name): _note(kind, _shown(name, value), result, slo)
+                 for name, (kind, value, result) in search.alternatives(best).items()}
+        notes["initial-scale"] = "not searched: applies only when a revision is created"
+        args.patch.parent.mkdir(parents=True, exist_ok=True)
+        args.patch.write_text(annotations.kustomize_patch(service["metadata"]["name"], best, header, notes))
+        print(f"patch: {args.patch} (add it to the overlay's kustomization.yaml: patches: - path: {args.patch.name})")
+        chart_path = args.chart or args.patch.with_suffix(".png")
+        report.chart({"recommended": recommended, "current": existing}, chart_path,
+                     f"{shape.spec} on {measured['cpu']['summary']}\nSLO {slo.describe()}", slo.p99_ms)
+        print(f"chart: {chart_path}")
+        return 0
 
 
 def _shown(field: str, value) -> str | None:

@@ -17,7 +17,7 @@ ch. 5 and 6), both taken from the profile of one request shape:
 A request's service time is drawn from the latency distribution measured with one request in
 flight (its quantiles, interpolated), less the overlapping part, so a lone request sees the
 measured lone latency, the pod saturates at the measured throughput, and queueing between the
-two follows from the batches (the simulation runs them: `simulate.column_batches`).
+two follows from the batches (the simulation runs them: `batches.segment_batches`).
 `closed_loop` predicts the profile's own curve (throughput and mean latency against requests
 in flight, by mean value analysis: the batches change who waits, not how much work there is),
 which the profile report prints beside the measurement as a check of the model.

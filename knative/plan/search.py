@@ -5,19 +5,27 @@ pays). The SLO is a p99 latency over every request of the run and an error budge
 503 + 504). The search is coordinate descent over a grid of values per setting, starting from
 the current settings, and again from the current settings aimed at the requests in flight that
 fill a pod (`Search.starts`): each pass tries every value of one setting with the others held,
-keeps the best, and moves to the next setting, until a pass changes nothing. Every candidate is
+keeps the best, and moves to the next setting, until a pass changes nothing. A descent that
+stops there can miss what only two settings moved together buy (more warm pods and an earlier
+scale-up, say: each alone costs more or misses the SLO), so it then tries pairs of moves
+(`Search.pair_moves`): one that saves pod-seconds but misses the SLO alone, with one of another
+setting that shortens the tail; where a pair wins, the descent goes on from it. Every candidate is
 simulated on the same arrivals and service times (same seed), so candidates differ only by
-their settings. Between candidates whose pod-seconds are within TIE_SHARE of each other, the
-lower p99 wins, then the current value: a value that buys nothing is left as it was. Meeting
-the SLO means meeting it on the search's draw of the traffic and on the other draws
-(`checks`: other seeds, run only for settings that meet it on the first), so one lucky draw of
-arrivals is not recommended; between settings that miss, the one that misses by less wins.
+their settings; the candidates of one step are simulated side by side, one process per CPU.
+Between candidates whose pod-seconds are within TIE_SHARE of each other, the lower p99 wins,
+then the current value: a value that buys nothing is left as it was. Meeting the SLO means
+meeting it on the search's draw of the traffic and on the other draws (`checks`: other seeds,
+run only for settings that meet it on the first), so one lucky draw of arrivals is not
+recommended; between settings that miss, the one that misses by less wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from knative.plan.annotations import Autoscaling, describe
@@ -26,7 +34,8 @@ from knative.plan.simulate import Result, simulate
 from knative.plan.traffic import Traffic
 
 TIE_SHARE = 0.01
-MAX_PASSES = 4
+MAX_PASSES = 6  # passes of one descent, counting those that go on after a pair move
+MAX_PAIRS = 48  # pair moves tried where a descent stops: the biggest savings first
 
 # Values tried for each setting (Autoscaling field). containerConcurrency is added from the
 # profile (the pod's request threads) and max-scale from the traffic's peak.
@@ -81,19 +90,47 @@ class Search:
     seed: int = 1
     checks: tuple[tuple[Traffic, int], ...] = ()  # other draws (traffic, seed) a new best must also pass
     say: Callable[[str], None] = print
+    workers: int = 1  # processes that simulate side by side
     results: dict = field(default_factory=dict)
     checked: dict = field(default_factory=dict)
+    pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.pool:
+            self.pool.shutdown()
+            self.pool = None
+
+    def simulate_all(self, jobs: list[tuple[Autoscaling, int]]) -> list[Result]:
+        """Runs (settings, draw) jobs, draw 0 being the search's and 1.. the checks, side by side
+        when there are workers (the same figures as one by one: each run is deterministic)."""
+        draws = ((self.traffic, self.seed), *self.checks)
+        if self.workers < 2 or len(jobs) < 2:
+            return [simulate(draws[d][0], self.pod, s, self.cold_start, seed=draws[d][1]) for s, d in jobs]
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, initializer=_start_worker,
+                                            initargs=(draws, self.pod, self.cold_start))
+        # Arrivals come back as copies: point every result at the one array of its draw.
+        return [dataclasses.replace(result, arrivals=draws[d][0].arrivals)
+                for result, (_, d) in zip(self.pool.map(_simulate_in_worker, jobs), jobs)]
+
+    def prefetch(self, candidates: list[Autoscaling]) -> None:
+        """Simulates on the search's draw, side by side, the valid candidates not run yet."""
+        todo = [c for c in dict.fromkeys(candidates) if c not in self.results and self.valid(c)]
+        for settings, result in zip(todo, self.simulate_all([(c, 0) for c in todo])):
+            self.results[settings] = result
 
     def run(self, settings: Autoscaling) -> Result:
         if settings not in self.results:
-            self.results[settings] = simulate(self.traffic, self.pod, settings, self.cold_start, seed=self.seed)
+            self.prefetch([settings])
         return self.results[settings]
 
     def check(self, settings: Autoscaling) -> list[Result]:
         """The settings run on each of the other draws."""
         if settings not in self.checked:
-            self.checked[settings] = [simulate(traffic, self.pod, settings, self.cold_start, seed=seed)
-                                      for traffic, seed in self.checks]
+            self.checked[settings] = self.simulate_all([(settings, d) for d in range(1, len(self.checks) + 1)])
         return self.checked[settings]
 
     def met(self, settings: Autoscaling) -> bool:
@@ -167,22 +204,60 @@ class Search:
         return best
 
     def descend(self, best: Autoscaling) -> Autoscaling:
+        """Passes over the settings, each value with the others held; where a pass changes nothing,
+        a pair move (`pair_move`) may let the descent go on."""
         self.say(f"  from {describe(best)}:")
         self.run(best)
         for number in range(1, MAX_PASSES + 1):
             before = best
             for name, values in self.grid().items():
+                self.prefetch([best.replace(**{name: value}) for value in values])
                 for value in values:
                     candidate = best.replace(**{name: value})
                     if candidate != best and self.valid(candidate) and self.better(candidate, best, name):
                         best = candidate
+            moved = "" if best != before else "; no one setting does better"
+            if best == before:
+                best = self.pair_move(best)
+                moved += ", a pair of settings does" if best != before else ", nor a pair"
             result = self.run(best)
             self.say(f"  pass {number}: {len(self.results)} settings simulated; best so far p99"
                      f" {1000 * result.percentile(99):.0f} ms, errors {100 * result.error_share:.2f}%,"
-                     f" {result.pod_seconds:.0f} pod-s, SLO {'met' if self.met(best) else 'missed'}")
+                     f" {result.pod_seconds:.0f} pod-s, SLO {'met' if self.met(best) else 'missed'}{moved}")
             if best == before:
                 break
         return best
+
+    def moves(self, settings: Autoscaling) -> list[tuple[str, Autoscaling]]:
+        """Each setting moved to each other value of its grid, the others held: (name, settings)."""
+        moves = [(name, settings.replace(**{name: value})) for name, values in self.grid().items() for value in values]
+        return [(name, moved) for name, moved in moves if moved != settings and self.valid(moved)]
+
+    def pair_moves(self, best: Autoscaling) -> list[tuple[str, Autoscaling]]:
+        """Where one setting at a time finds nothing better: two moves together, one that saves
+        pod-seconds but misses the SLO alone (or on another draw) and one of another setting that
+        shortens the tail or cuts errors. At most MAX_PAIRS, the biggest savings first, then the
+        shortest tails."""
+        result = self.run(best)
+        moves = self.moves(best)
+        self.prefetch([moved for _, moved in moves])
+        saving = sorted((m for m in moves if self.run(m[1]).pod_seconds < result.pod_seconds * (1 - TIE_SHARE)),
+                        key=lambda m: self.run(m[1]).pod_seconds)
+        helping = sorted((m for m in moves if self.run(m[1]).percentile(99) < result.percentile(99)
+                          or self.run(m[1]).error_share < result.error_share),
+                         key=lambda m: (self.run(m[1]).percentile(99), self.run(m[1]).error_share))
+        pairs = [(a, moved.replace(**{b: getattr(helper, b)})) for a, moved in saving for b, helper in helping if a != b]
+        return [(name, pair) for name, pair in pairs if self.valid(pair)][:MAX_PAIRS]
+
+    def pair_move(self, best: Autoscaling) -> Autoscaling:
+        """The pair move that beats `best` by the most (`better`), or `best` when none does."""
+        pairs = self.pair_moves(best)
+        self.prefetch([pair for _, pair in pairs])
+        winner = best
+        for name, pair in pairs:
+            if self.better(pair, winner, name):
+                winner = pair
+        return winner
 
     def alternatives(self, best: Autoscaling) -> dict[str, tuple[str, object, Result | None]]:
         """Per searched setting, what its value buys, from simulations around `best` (the last pass
@@ -191,6 +266,7 @@ class Search:
         value costs less)."""
         notes: dict[str, tuple[str, object, Result | None]] = {}
         cost = self.run(best).pod_seconds
+        self.prefetch([best.replace(**{name: value}) for name, values in self.grid().items() for value in values])
         for name, values in self.grid().items():
             old = getattr(self.current, name)
             if getattr(best, name) != old:
@@ -204,3 +280,16 @@ class Search:
             else:
                 notes[name] = ("kept", None, None)
         return notes
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(draws: tuple[tuple[Traffic, int], ...], pod: PodModel, cold_start: ColdStart) -> None:
+    _WORKER.update(draws=draws, pod=pod, cold_start=cold_start)
+
+
+def _simulate_in_worker(job: tuple[Autoscaling, int]) -> Result:
+    settings, draw = job
+    traffic, seed = _WORKER["draws"][draw]
+    return simulate(traffic, _WORKER["pod"], settings, _WORKER["cold_start"], seed=seed)

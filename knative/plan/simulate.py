@@ -20,14 +20,14 @@ What moves, and where each piece comes from:
 
 Time moves in 1 s segments (cut where a pod becomes ready). Within a segment where no limit is
 reached, requests are dealt round robin and each pod's departures are computed for the whole
-segment at once (`_deal_segment`: a numpy running maximum, then one step per batch); where a
-limit is reached (a full pod, the activator holding requests, a 503) the segment is replayed
-request by request (`_route_one`). Both give the same result where both apply (a test checks it).
+segment at once (`_deal_segment`: a numpy running maximum, then every pod's batches together,
+`batches.segment_batches`); where a limit is reached (a full pod, the activator holding
+requests, a 503) the segment is replayed request by request (`_route_one`). Both give the same
+result where both apply (tests check it).
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import math
@@ -39,6 +39,7 @@ import numpy as np
 
 from knative.plan import kpa
 from knative.plan.annotations import Autoscaling
+from knative.plan.batches import segment_batches
 from knative.plan.pod import ColdStart, PodModel
 from knative.plan.traffic import Traffic
 
@@ -287,7 +288,7 @@ class Simulation:
         each column is one pod's arrivals in order. The bottleneck works without pause while it
         has work, in arrival order, so its departures as if it served one request at a time are a
         running maximum down the columns, D_i = C_i + max(free, max_{j<=i} (A_j - C_{j-1})), and
-        each batch ends at the D of its last request (`column_batches`).
+        each batch ends at the D of its last request (`batches.segment_batches`).
         """
         count, k = hi - lo, len(self.ready)
         rows = -(-count // k)
@@ -302,13 +303,11 @@ class Simulation:
         free = np.array([pod.free_at for pod in pods])
         done = served + np.maximum(np.maximum.accumulate(arrive - (served - service), axis=0), free)
         overlap = self.pod_model.overlap_seconds
-        ends = done + overlap  # the padding's: the column's last end, which keeps columns sorted
-        filled = [rows if c <= (count - 1) % k else rows - 1 for c in range(k)]
-        batches = _segment_batches(pods, arrive, done, free, filled)
-        for c, b in enumerate(batches):
-            if b:
-                ends[:filled[c], c] = b.ends + overlap
-        carried = [b.carried_end + overlap if b else pod.open_end for pod, b in zip(pods, batches)]
+        filled = np.where(np.arange(k) <= (count - 1) % k, rows, rows - 1)
+        batches = segment_batches(arrive, done, filled, free, np.array([pod.batch_start for pod in pods]),
+                                  np.array([bool(pod.open) for pod in pods]))
+        ends = batches.ends + overlap  # the padding's: the column's last end, which keeps columns sorted
+        carried = batches.carried_end + overlap
         limits = [([pod.ends for pod in pods], [(len(pod.open), end) for pod, end in zip(pods, carried)],
                    self._queue_proxy_limit())]
         if through_activator:
@@ -319,31 +318,38 @@ class Simulation:
                    for earlier, waiting, limit in limits if limit):
             return False
         self.proxied[lo:hi] = through_activator
-        finished = [self._commit_column(pod, b, lo + c + k * np.arange(n), ends[:n, c], float(done[n - 1, c]),
-                                        through_activator)
-                    for c, (pod, b, n) in enumerate(zip(pods, batches, filled)) if n]
-        requests = np.concatenate(finished)
-        self.end[requests] = ends.reshape(-1)[requests - lo]
+        requests = (lo + np.arange(rows * k)).reshape(rows, k)
+        columns = zip(pods, filled.tolist(), ends.T.tolist(), requests.T.tolist(), carried.tolist(),
+                      batches.carried_open.tolist(), batches.open_from.tolist(), batches.batch_start.tolist(),
+                      done[filled - 1, np.arange(k)].tolist())
+        for pod, n, column_ends, column_requests, carried_end, carried_open, started, batch_start, free_at in columns:
+            if n:
+                self._commit_column(pod, column_ends[:n], column_requests[:n], carried_end, carried_open, started,
+                                    batch_start, free_at, through_activator)
+        # Requests whose batch started have their end (pod by pod, the order the accounting sums
+        # them in); the others wait in the pods' open batches.
+        started = (np.arange(rows)[:, None] < batches.open_from).T
+        finished = requests.T[started]
+        self.end[finished] = ends.T[started]
         self.rr = (self.rr + count) % k
-        self._account(self.arrival[requests], self.end[requests], through_activator)
+        self._account(self.arrival[finished], self.end[finished], through_activator)
         return True
 
-    def _commit_column(self, pod: Pod, batches: ColumnBatches, requests: np.ndarray, ends: np.ndarray, free_at: float,
-                       through_activator: bool) -> np.ndarray:
-        """Applies one pod's column of a dealt segment; returns the requests whose batch started."""
-        if pod.open and not batches.carried_open:
-            pod.open_end = batches.carried_end + self.pod_model.overlap_seconds
+    def _commit_column(self, pod: Pod, ends: list[float], requests: list[int], carried_end: float, carried_open: bool,
+                       started: int, batch_start: float, free_at: float, through_activator: bool) -> None:
+        """Applies one pod's column of a dealt segment (`batches.SegmentBatches`, ends with the
+        overlapping part): the first `started` requests are in batches that started."""
+        if pod.open and not carried_open:
+            pod.open_end = carried_end
             self._close_batch(pod)
-        started = batches.open_from
-        pod.ends.extend(ends[:started].tolist())
+        pod.ends.extend(ends[:started])
         if through_activator:
-            pod.activator_ends.extend(ends[:started].tolist())
-            pod.open_from_activator += requests.size - started
-        pod.open.extend(requests[started:].tolist())
-        pod.free_at, pod.batch_start = free_at, batches.batch_start
+            pod.activator_ends.extend(ends[:started])
+            pod.open_from_activator += len(requests) - started
+        pod.open.extend(requests[started:])
+        pod.free_at, pod.batch_start = free_at, batch_start
         if pod.open:
             pod.open_end = free_at + self.pod_model.overlap_seconds
-        return requests[:started]
 
     def _route_one(self, i: int, through_activator: bool) -> None:
         at = float(self.arrival[i])
@@ -551,61 +557,6 @@ class Simulation:
             timed_out=timed_out, pod_seconds=float(pod_seconds), timeline=self.timeline, wall_seconds=wall_seconds,
         )
 
-
-@dataclass(frozen=True)
-class ColumnBatches:
-    ends: np.ndarray  # per request of the column: its batch's end, without the overlapping part
-    carried_end: float  # end of the batch the pod's open requests (from before the column) are in
-    carried_open: bool  # that batch is still open
-    open_from: int  # the column's first request in the open batch (its length: none)
-    batch_start: float  # when the open batch starts; with none open, when the pod is free
-
-
-def _segment_batches(pods: list[Pod], arrive: np.ndarray, done: np.ndarray, free: np.ndarray,
-                     filled: list[int]) -> list:
-    """Each column's batches (None for an empty column). A column where every request finds its
-    pod idle, with nothing waiting from before, runs all alone: no step needed."""
-    previous = np.vstack([free, done[:-1]])
-    queued = np.any((arrive <= previous) & (np.arange(len(arrive))[:, None] < np.array(filled)), axis=0)
-    batches = []
-    for c, (pod, n) in enumerate(zip(pods, filled)):
-        if not n:
-            batches.append(None)
-        elif queued[c] or pod.open:
-            batches.append(column_batches(arrive[:n, c], done[:n, c], pod.batch_start, pod.free_at, len(pod.open)))
-        else:
-            batches.append(ColumnBatches(done[:n, c], pod.free_at, False, n, float(done[n - 1, c])))
-    return batches
-
-
-def column_batches(arrive: np.ndarray, done: np.ndarray, start: float, free_at: float, carried: int) -> ColumnBatches:
-    """Batch service down one pod's column of arrivals, from the pod's state: its open batch
-    (`carried` requests) starts at `start` and ends at `free_at` so far.
-
-    A batch takes every request that arrived by its start and ends where one-at-a-time service
-    of the same requests would end its last one (`done`: the same work, without pause, in the
-    same order). A request that arrives after the previous one's `done` finds the pod idle and
-    runs at once, alone, ending at its own `done`; only the others take a step, one per batch.
-    """
-    n = arrive.size
-    ends = done.copy()
-    a = arrive.tolist()
-    joined = bisect.bisect_right(a, start) if carried else 0  # requests that join the carried batch
-    carried_end = float(done[joined - 1]) if joined else free_at
-    ends[:joined] = carried_end
-    open_from, open_start, covered = 0, start, joined  # the last batch so far and how far it reaches
-    previous_end = np.concatenate(([free_at], done[:-1]))
-    queued = (np.flatnonzero(arrive[joined:] <= previous_end[joined:]) + joined).tolist()
-    k = 0
-    while k < len(queued):  # a batch starts when the previous request's batch ends
-        open_from = queued[k]
-        open_start = float(previous_end[open_from])
-        covered = bisect.bisect_right(a, open_start, open_from)
-        ends[open_from:covered] = done[covered - 1]
-        k = bisect.bisect_left(queued, covered, k)
-    if covered < n:  # the last request ran alone: nothing waits
-        return ColumnBatches(ends, carried_end, False, n, float(done[-1]))
-    return ColumnBatches(ends, carried_end, carried > 0 and joined == n, open_from, open_start)
 
 def _below_limit(earlier: list[deque], waiting: list[tuple[int, float]], arrive: np.ndarray, ends: np.ndarray,
                  count: int, limit: int) -> bool:
