@@ -247,7 +247,7 @@ class _WsgiEntry:
 
     One call around each request rather than Flask's before/after/teardown hooks and `g`, which
     add their dispatch to every cache hit. A predict request needs nothing of Flask's request
-    context, URL matching or Response object: skipping them makes a cache hit about a third
+    context, URL matching or Response object: skipping them makes a cache hit about 30%
     cheaper (docs/performance.md); every other request, and every other method on the predict
     paths, goes through Flask. The route label is the URL rule the path matches, "unmatched"
     for a 404 or 405 of Flask's routing.
