@@ -265,7 +265,7 @@ class Search:
         value costs less)."""
         notes: dict[str, tuple[str, object, Result | None]] = {}
         cost = self.run(best).pod_seconds
-        self.prefetch([best.replace(**{name: value}) for name, values in self.grid().items() for value in values])
+        self.prefetch([moved for _, moved in self.moves(best)])
         for name, values in self.grid().items():
             old = getattr(self.current, name)
             if getattr(best, name) != old:
