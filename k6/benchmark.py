@@ -370,6 +370,7 @@ def main() -> None:
     parser.add_argument("--queue-max-wait", type=float, default=0.5, help="QUEUE_MAX_WAIT_SECONDS of the open loop")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     args = parser.parse_args()
+    named_checkpoint = args.checkpoint  # as given: the printed figures name it, not where it resolves
     for name in ("checkpoint", "artifact", "baseline"):  # the servers run from other directories
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
@@ -380,7 +381,7 @@ def main() -> None:
         workdir = Path(tmp)
         checkpoint, artifact = prepare(args.checkpoint, args.artifact, workdir)
         bench = Bench(args, workdir, checkpoint, artifact)
-        print(f"checkpoint {args.checkpoint or 'random DistilBERT-base shape'}; {os.cpu_count()} CPUs; {cpu_line()}")
+        print(f"checkpoint {named_checkpoint or 'random DistilBERT-base shape'}; {os.cpu_count()} CPUs; {cpu_line()}")
         try:
             if "hot" in parts:
                 bench.hot()

@@ -10,21 +10,23 @@ cost model (model/batch_cost.py, fitted on the batches it runs), which picks the
 most real tokens per second, within BATCH_MAX_TEXTS and BATCH_MAX_TOKENS (padded tokens =
 texts x longest). Until the model has seen enough batch shapes, a text joins only while the
 padding stays within BATCH_MAX_PADDING of the real tokens. The oldest text always goes next, so
-a long text cannot starve, and while texts have waited half of QUEUE_MAX_WAIT_SECONDS only they
-may join its batch, so newer texts do not pass them.
+a long text cannot starve.
 A request's texts may be spread over several batches; its future resolves once all are scored.
 
 Admission keeps the queue-wait promise: a submission is refused at once (Overloaded) when the
-queue is full, or when it would wait longer than QUEUE_MAX_WAIT_SECONDS: the rest of the running
-batch, then the queued tokens, at the real tokens per second of the engine thread's recent
-batches. Each batch is timed over the engine thread's whole turn, not only the engine call:
-under load the thread also waits for the GIL among the request threads, and a pace without that
-wait admits texts that are shed later. With nothing queued a request is always admitted, so an idle
-service serves any request within the limits. A request none of whose texts has
-started after QUEUE_MAX_WAIT_SECONDS still fails with Overloaded instead of being computed for a
-client that has likely given up. The limit is on waiting for others: once a request's first
-batch has started, the rest of its texts are computed, however long its own batches take (a
-retry would take as long, so shedding it would refuse it forever).
+queue is full, or when it would wait longer than PLANNED_SHARE of QUEUE_MAX_WAIT_SECONDS: the
+rest of the running batch, then the queued tokens, at the real tokens per second of the engine
+thread's recent batches. Each batch is timed over the engine thread's whole turn, not only the
+engine call: under load the thread also waits for the GIL among the request threads, and a pace
+without that wait admits texts that are shed later. Batch order keeps what admission planned: a
+newer text joins a batch ahead of older ones only while each of them still starts within that
+planned share. The rest of the limit absorbs the pace's own variation. With nothing queued a
+request is always admitted, so an idle service serves any request within the limits. A request
+none of whose texts has started after QUEUE_MAX_WAIT_SECONDS still fails with Overloaded
+instead of being computed for a client that has likely given up (after a stall of the node,
+say). The limit is on waiting for others: once a request's first batch has started, the rest of
+its texts are computed, however long its own batches take (a retry would take as long, so
+shedding it would refuse it forever).
 
 With BATCHING=false each request runs alone (the naive configuration, for comparison), still
 one engine call at a time.
@@ -51,6 +53,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TIE = 1e-9  # relative difference in predicted tokens per second below which two batches are equal
+# Of QUEUE_MAX_WAIT_SECONDS, the share admission and batch order plan for. Under load the engine
+# thread's pace varies from one queue's worth of batches to the next: planning for the whole limit,
+# or 90% of it, still let texts start after the limit, to be shed after waiting (docs/performance.md).
+PLANNED_SHARE = 0.8
 
 
 class Overloaded(Exception):
@@ -98,6 +104,7 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_padding = max_padding
         self.max_wait_seconds = max_wait_seconds
+        self.planned_wait_seconds = max_wait_seconds * PLANNED_SHARE
         self.max_queue_texts = max_queue_texts
         self.batching = batching
         self._queue: list[_Item] = []
@@ -139,9 +146,9 @@ class Batcher:
         if not self._queue:
             return  # nothing ahead: whatever its size, the request starts with the next batch
         predicted = self._predicted_wait()
-        if predicted is not None and predicted > self.max_wait_seconds:
+        if predicted is not None and predicted > self.planned_wait_seconds:
             raise Overloaded(f"the queued texts need about {predicted:.1f} s of engine time "
-                             f"(limit {self.max_wait_seconds:g} s)")
+                             f"(admitted up to {self.planned_wait_seconds:g} s of the {self.max_wait_seconds:g} s limit)")
 
     def _predicted_wait(self) -> float | None:
         """Seconds until a text submitted now could start: the running batch's rest, then the queued
@@ -200,21 +207,45 @@ class Batcher:
         return sum(item.tokens for item in batch) / pace if pace else 0.0
 
     def _take_batch(self) -> list[_Item]:
-        """The oldest item, then the others closest to it in length, as many as pay off (see module doc).
-
-        While texts have waited half of QUEUE_MAX_WAIT_SECONDS, only they may join: joining by
-        length alone, newer texts of the oldest's length would pass a text of another length batch
-        after batch, and it would be shed although admission predicted it in time.
-        """
+        """The oldest item, then the others closest to it in length, as many as pay off (see module doc)."""
         oldest = self._queue[0]
-        due_since = time.perf_counter() - self.max_wait_seconds / 2
-        due = [item for item in self._queue[1:] if item.queued_at <= due_since]
-        others = sorted(due or self._queue[1:], key=lambda item: abs(item.tokens - oldest.tokens))
+        others = sorted(self._queue[1:], key=lambda item: abs(item.tokens - oldest.tokens))
+        others = self._not_delaying_older(others)
         chosen = self._best_prefix(oldest, others) if self.cost.fitted else self._within_padding(oldest, others)
         taken = set(map(id, chosen))
         self._queue = [item for item in self._queue if id(item) not in taken]
         self._queued_tokens -= sum(item.tokens for item in chosen)
         return sorted(chosen, key=lambda item: item.tokens)
+
+    def _not_delaying_older(self, others: list[_Item]) -> list[_Item]:
+        """The candidates, in order, that may join the oldest's batch without making an older text late.
+
+        Admission planned each text's wait from the tokens queued ahead of it. A newer text taken
+        now delays every older text left in the queue by its own tokens, which each of them can
+        absorb only up to its slack: the tokens the engine scores, at its pace, between when that
+        text's turn is due on the queue as it stands and its planned start. Joining by length
+        alone, newer texts of the oldest's length would pass a text of another length batch
+        after batch, and it would be shed although admission predicted it in time.
+        """
+        pace = self.cost.tokens_per_second()
+        if pace is None:
+            return others
+        tokens = np.array([item.tokens for item in self._queue])
+        planned_start = np.array([item.queued_at for item in self._queue]) + self.planned_wait_seconds
+        slack = (planned_start - time.perf_counter()) * pace - (np.cumsum(tokens) - tokens)  # < 0: none to spare
+        slack[0] = np.inf  # the oldest goes in this batch
+        position = {id(item): index for index, item in enumerate(self._queue)}
+        joining = []
+        for item in others:
+            index = position[id(item)]
+            if slack[:index].min() < item.tokens:
+                continue
+            slack[:index] -= item.tokens
+            slack[index] = np.inf
+            joining.append(item)
+            if len(joining) >= self.max_batch_texts - 1:
+                break
+        return joining
 
     def _best_prefix(self, oldest: _Item, others: list[_Item]) -> list[_Item]:
         """Of the oldest plus its nearest neighbours, the count with the most real tokens per second."""

@@ -184,7 +184,7 @@ def test_the_batcher_fits_its_cost_model_on_the_engine_times_it_measures():
 
 
 def test_a_request_is_refused_at_once_when_the_queued_work_would_outlast_the_wait_limit(engine):
-    batcher = Batcher(engine, max_wait_seconds=1.0)
+    batcher = Batcher(engine, max_wait_seconds=1.25)  # admission plans for 80% of it: 1.0 s
     batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=100.0)
     blocker = occupy_engine(batcher, engine)
     queued = [batcher.submit([text_of(30, f"q{n}")]) for n in range(3)]  # 90 tokens: 0.9 s of work
@@ -201,8 +201,9 @@ def test_a_request_is_refused_at_once_when_the_queued_work_would_outlast_the_wai
 
 
 def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
-    """The running batch is predicted to take 0.8 s: 0.3 s queued behind it is over a 1 s limit."""
-    batcher = Batcher(engine, max_wait_seconds=1.0)
+    """The running batch is predicted to take 0.8 s: 0.3 s queued behind it is over the 1 s
+    admission plans for (80% of the 1.25 s limit)."""
+    batcher = Batcher(engine, max_wait_seconds=1.25)
     batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=100.0)
     engine.hold()
     running = batcher.submit([text_of(80, "running")])
@@ -219,23 +220,54 @@ def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
 
 
 @pytest.mark.parametrize(("waited", "next_batch"), [
-    (1.15, ["oldest", "other"]),  # past half the 2 s limit: only waiting texts join
-    (0.8, ["oldest", "new0"]),  # not yet: the oldest's length decides
+    (1.05, ["oldest", "other"]),  # its slack is spent: either newer text would make it start late
+    (0.65, ["oldest", "new0", "other"]),  # slack for one newer text, not for two
+    (0.1, ["oldest", "new0", "new1"]),  # slack to spare: the oldest's length decides
 ])
-def test_texts_waiting_half_the_limit_are_not_passed_by_newer_texts_of_the_oldests_length(engine, waited, next_batch):
-    """Joining by length alone, the two new texts would fill the oldest's batch and the next one,
-    and the text of another length would wait two batches: its wait was predicted in time, and it
-    would be shed. Once it has waited half of QUEUE_MAX_WAIT_SECONDS, only waiting texts join."""
-    batcher = Batcher(engine, max_batch_texts=2, max_padding=100.0, max_wait_seconds=2.0)
+def test_a_newer_text_joins_ahead_of_an_older_one_only_while_the_older_still_starts_in_time(engine, waited, next_batch):
+    """Admission plans each text's start from the tokens queued ahead of it; each newer text taken
+    first delays it by its own tokens. At 100 tokens/s, a 1.5 s limit plans for 1.2 s: after
+    `waited`, the text of another length has (1.2 - waited) x 100 tokens left, 20 of them for the
+    oldest ahead of it, the rest to spare for newer 20-token texts."""
+    batcher = Batcher(engine, max_batch_texts=3, max_wait_seconds=1.5)
+    batcher.cost = KnownCost(formula(1.0, 0.0, 0.0), tokens_per_second=100.0)  # more texts, better
     blocker = occupy_engine(batcher, engine)
-    oldest = batcher.submit([text_of(10, "oldest")])
-    other_length = batcher.submit([text_of(30, "other")])
+    oldest = batcher.submit([text_of(20, "oldest")])
+    other_length = batcher.submit([text_of(60, "other")])
     time.sleep(waited)
-    newer = [batcher.submit([text_of(10, f"new{n}")]) for n in range(2)]
+    newer = [batcher.submit([text_of(20, f"new{n}")]) for n in range(2)]  # 80 then 100 tokens ahead: admitted
     engine.release()
     for future in [blocker, oldest, other_length, *newer]:
         future.result(timeout=10)
     assert [text.split()[0] for text in engine.batches[1]] == next_batch
+    batcher.stop()
+
+
+def test_a_newer_text_needs_no_slack_from_older_texts_in_the_same_batch(engine):
+    """Late or not, texts taken in this batch are not delayed by a newer text joining them."""
+    batcher = Batcher(engine, max_batch_texts=3, max_wait_seconds=1.5)  # plans for 1.2 s
+    batcher.cost = KnownCost(formula(1.0, 0.0, 0.0), tokens_per_second=100.0)
+    blocker = occupy_engine(batcher, engine)
+    older = [batcher.submit([text_of(20, f"older{n}")]) for n in range(2)]
+    time.sleep(1.05)  # the second older text has no slack left: (1.2 - 1.05) x 100 < 20 ahead
+    newer = batcher.submit([text_of(20, "newer")])
+    engine.release()
+    for future in [blocker, *older, newer]:
+        future.result(timeout=10)
+    assert [text.split()[0] for text in engine.batches[1]] == ["older0", "older1", "newer"]
+    batcher.stop()
+
+
+def test_a_text_that_starts_after_its_planned_wait_but_within_the_limit_is_served(engine):
+    """The planned share leaves room for the pace to vary: only the limit itself sheds."""
+    batcher = Batcher(engine, max_wait_seconds=1.0)  # admission plans for 0.8 s
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=1000.0)
+    blocker = occupy_engine(batcher, engine)
+    behind = batcher.submit(["behind the blocker"])
+    time.sleep(0.9)  # the blocker ran far longer than its pace said
+    engine.release()
+    blocker.result(timeout=10)
+    np.testing.assert_array_equal(behind.result(timeout=10), engine.expected(["behind the blocker"]))
     batcher.stop()
 
 
@@ -374,14 +406,14 @@ def test_when_no_neighbour_pays_off_the_oldest_text_runs_alone(engine):
     batcher.stop()
 
 
-def test_queued_work_of_exactly_the_wait_limit_is_still_admitted(engine):
-    batcher = Batcher(engine, max_wait_seconds=2.0)
+def test_queued_work_of_exactly_the_planned_wait_is_still_admitted(engine):
+    batcher = Batcher(engine, max_wait_seconds=2.5)  # admission plans for 80% of it: 2.0 s
     batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=10.0)
     blocker = occupy_engine(batcher, engine)
     time.sleep(0.35)  # past the running batch's predicted 0.3 s (3 tokens): only the queue counts
     ahead = batcher.submit([text_of(20, "ahead")])  # 20 tokens at 10 per second: exactly 2.0 s
     at_limit = batcher.submit(["admitted"])
-    with pytest.raises(Overloaded, match=r"^the queued texts need about 2\.3 s of engine time \(limit 2 s\)$"):
+    with pytest.raises(Overloaded, match=r"^the queued texts need about 2\.3 s of engine time \(admitted up to 2 s of the 2\.5 s limit\)$"):
         batcher.submit(["refused"])  # 23 tokens ahead: 2.3 s
     engine.release()
     for future in (blocker, ahead, at_limit):
