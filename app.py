@@ -32,6 +32,7 @@ from werkzeug.wsgi import get_content_length
 from model import metrics
 from model.batcher import Overloaded
 from model.settings import Settings, load_settings
+from model.worker import THREAD_WAIT_KEY
 from openapi import DOCS_INIT_SCRIPT, DOCS_PAGE, openapi_document
 
 log = logging.getLogger("sentiment.http")
@@ -364,7 +365,7 @@ def predict_answer(current: ServiceState, environ: dict[str, Any]) -> tuple[dict
     if current.draining:
         raise unavailable(current.settings, "the service is shutting down")
     try:
-        prediction = current.predictor.predict(texts)
+        prediction = current.predictor.predict(texts, environ.get(THREAD_WAIT_KEY, 0.0))
     except Overloaded as error:
         raise unavailable(current.settings, f"overloaded: {error}") from None
     body = {

@@ -153,7 +153,7 @@ logging.getLogger("gunicorn.error").addFilter(_QuietAfterWorkerFailure())
 
 wsgi_app = "app:app"
 bind = f"0.0.0.0:{settings.port}"
-worker_class = "gthread"
+worker_class = "model.worker.ThreadWaitWorker"  # gthread, telling admission how long a request waited for a thread
 workers = settings.web_concurrency
 threads = settings.gunicorn_threads
 timeout = settings.request_timeout_seconds
@@ -196,7 +196,7 @@ def post_worker_init(worker):
     that is still loading. The load runs on a thread while this one keeps the arbiter's
     heartbeat going: a first start that exports ONNX may take longer than the worker timeout.
     """
-    app = worker.wsgi
+    app = worker.app.wsgi()  # the Flask app itself: worker.wsgi wraps it (model/worker.py)
     imports_seconds = time.perf_counter() - worker.sentiment_forked_at
     _drain_on_sigterm(worker, app)
     loader = threading.Thread(
@@ -210,7 +210,7 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """(worker) After the last in-flight request: finish queued batches, close Redis."""
-    app = getattr(worker, "wsgi", None)
+    app = worker.app.wsgi() if getattr(worker, "wsgi", None) is not None else None  # loaded: see post_worker_init
     predictor = app.extensions["sentiment"].predictor if app is not None else None
     if predictor is not None:
         predictor.close()

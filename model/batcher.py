@@ -15,18 +15,19 @@ A request's texts may be spread over several batches; its future resolves once a
 
 Admission keeps the queue-wait promise: a submission is refused at once (Overloaded) when the
 queue is full, or when it would wait longer than PLANNED_SHARE of QUEUE_MAX_WAIT_SECONDS: the
-rest of the running batch, then the queued tokens, at the real tokens per second of the engine
-thread's recent batches. Each batch is timed over the engine thread's whole turn, not only the
-engine call: under load the thread also waits for the GIL among the request threads, and a pace
-without that wait admits texts that are shed later. Batch order keeps what admission planned: a
-newer text joins a batch ahead of older ones only while each of them still starts within that
-planned share. The rest of the limit absorbs the pace's own variation. With nothing queued a
-request is always admitted, so an idle service serves any request within the limits. A request
-none of whose texts has started after QUEUE_MAX_WAIT_SECONDS still fails with Overloaded
-instead of being computed for a client that has likely given up (after a stall of the node,
-say). The limit is on waiting for others: once a request's first batch has started, the rest of
-its texts are computed, however long its own batches take (a retry would take as long, so
-shedding it would refuse it forever).
+time its request waited for a request thread while all were busy (told by the Gunicorn worker,
+model/worker.py), then the rest of the running batch, then the queued tokens, at the real tokens
+per second of the engine thread's recent batches. Each batch is timed over the engine thread's
+whole turn, not only the engine call: under load the thread also waits for the GIL among the
+request threads, and a pace without that wait admits texts that are shed later. Batch order
+keeps what admission planned: a newer text joins a batch ahead of older ones only while each of
+them still starts within that planned share. The rest of the limit absorbs the pace's own
+variation. With nothing queued a request is always admitted, so an idle service serves any
+request within the limits. A request none of whose texts has started after
+QUEUE_MAX_WAIT_SECONDS still fails with Overloaded instead of being computed for a client that
+has likely given up (after a stall of the node, say). The limit is on waiting for others: once a
+request's first batch has started, the rest of its texts are computed, however long its own
+batches take (a retry would take as long, so shedding it would refuse it forever).
 
 With BATCHING=false each request runs alone (the naive configuration, for comparison), still
 one engine call at a time.
@@ -39,7 +40,7 @@ import threading
 import time
 from collections.abc import Sequence, Sized
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -83,7 +84,7 @@ class _Item:
     tokens: int
     request: _Request
     index: int
-    queued_at: float = field(default_factory=time.perf_counter)
+    queued_at: float  # time.perf_counter() at submission, less its request's wait for a thread
 
 
 class Batcher:
@@ -122,33 +123,39 @@ class Batcher:
 
     # --- submission ------------------------------------------------------------------------
 
-    def submit(self, texts: list[str]) -> Future:
+    def submit(self, texts: list[str], waited_seconds: float = 0.0) -> Future:
+        """`waited_seconds`: how long the request waited for a request thread before it was read,
+        which counts against QUEUE_MAX_WAIT_SECONDS like its wait here."""
         if not texts:
             raise ValueError("submit() needs at least one text")
         if not self.batching:
             return self._run_alone(texts)
         encodings = self.engine.tokenize(texts)
         request = _Request(future=Future(), size=len(texts), remaining=len(texts))
-        items = [_Item(encoding, len(encoding), request, index) for index, encoding in enumerate(encodings)]
+        waited_seconds = max(0.0, waited_seconds)
+        waiting_since = time.perf_counter() - waited_seconds
+        items = [_Item(encoding, len(encoding), request, index, waiting_since) for index, encoding in enumerate(encodings)]
         with self._condition:
             if self._stopping:
                 raise Overloaded("the service is shutting down")
             if len(self._queue) + len(items) > self.max_queue_texts:
                 raise Overloaded(f"{len(self._queue)} texts are queued (limit {self.max_queue_texts})")
-            self._admit_by_predicted_wait()
+            self._admit_by_predicted_wait(waited_seconds)
             self._queue.extend(items)
             self._queued_tokens += sum(item.tokens for item in items)
             self._condition.notify()
         return request.future
 
-    def _admit_by_predicted_wait(self) -> None:
-        """Refuse now what would be shed later: the wait predicted for a text submitted now."""
+    def _admit_by_predicted_wait(self, waited: float) -> None:
+        """Refuse now what would be shed later: the wait predicted for a text submitted now, after
+        the `waited` seconds it already spent waiting for a request thread."""
         if not self._queue:
             return  # nothing ahead: whatever its size, the request starts with the next batch
         predicted = self._predicted_wait()
-        if predicted is not None and predicted > self.planned_wait_seconds:
-            raise Overloaded(f"the queued texts need about {predicted:.1f} s of engine time "
-                             f"(admitted up to {self.planned_wait_seconds:g} s of the {self.max_wait_seconds:g} s limit)")
+        if predicted is not None and waited + predicted > self.planned_wait_seconds:
+            raise Overloaded(f"the queued texts need about {predicted:.2f} s of engine time after {waited:.2f} s "
+                             f"waiting for a request thread (admitted up to {self.planned_wait_seconds:g} s of the "
+                             f"{self.max_wait_seconds:g} s limit)")
 
     def _predicted_wait(self) -> float | None:
         """Seconds until a text submitted now could start: the running batch's rest, then the queued

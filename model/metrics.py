@@ -41,7 +41,7 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_WAIT = Histogram(
     "sentiment_queue_wait_seconds",
-    "Time a text waits between submission and the start of its engine batch.",
+    "Time a text waits between its request's arrival (for a request thread, then in the queue) and the start of its engine batch.",
     buckets=ENGINE_BUCKETS,
 )
 INFERENCE_DURATION = Histogram(

@@ -84,7 +84,9 @@ class Predictor:
         if state == "unavailable":
             log.warning("redis is unreachable at start-up; serving uncached until it answers")
 
-    def predict(self, texts: list[str]) -> Prediction:
+    def predict(self, texts: list[str], waited_seconds: float = 0.0) -> Prediction:
+        """Scores of `texts`; `waited_seconds` the request spent waiting for a request thread,
+        which admission counts like its wait in the queue (Batcher.submit)."""
         unique = list(dict.fromkeys(texts)) if len(texts) > 1 else texts
         rows = self.cache.get_local(unique)
         from_cache, status = len(rows), "hit"
@@ -99,14 +101,15 @@ class Predictor:
                 from_cache += len(found)
             missing = [text for text in rest if text not in rows]
             if missing:
-                self._compute(missing, rows, write_back=fetched is not None)
+                self._compute(missing, rows, write_back=fetched is not None, waited_seconds=waited_seconds)
             if status == "hit":
                 status = "miss" if from_cache == 0 else "partial" if len(missing) else "hit"
         if from_cache:
             metrics.TEXTS_FROM_CACHE.inc(from_cache)
         return Prediction(scores=[self._ranked(rows[text]) for text in texts], cache_status=status)
 
-    def _compute(self, missing: list[str], rows: dict[str, np.ndarray], write_back: bool) -> None:
+    def _compute(self, missing: list[str], rows: dict[str, np.ndarray], write_back: bool,
+                 waited_seconds: float) -> None:
         """Rows of `missing` into `rows`: the texts no other request computes are submitted, the others shared."""
         with self._in_flight_lock:
             shared = {text: self._in_flight[text] for text in missing if text in self._in_flight}
@@ -116,7 +119,7 @@ class Predictor:
                 self._in_flight[text] = (flight, index)
         try:
             if own:
-                self._compute_own(own, flight, rows, write_back)
+                self._compute_own(own, flight, rows, write_back, waited_seconds)
             for text, (computation, index) in shared.items():
                 rows[text] = computation.result()[index]
         finally:
@@ -130,9 +133,10 @@ class Predictor:
         if shared:
             metrics.TEXTS_SHARED.inc(len(shared))
 
-    def _compute_own(self, own: list[str], flight: Future, rows: dict[str, np.ndarray], write_back: bool) -> None:
+    def _compute_own(self, own: list[str], flight: Future, rows: dict[str, np.ndarray], write_back: bool,
+                     waited_seconds: float) -> None:
         try:
-            computed = self.batcher.submit(own).result()
+            computed = self.batcher.submit(own, waited_seconds).result()
         except BaseException as error:  # the requests sharing this computation get the same answer
             flight.set_exception(error)
             raise

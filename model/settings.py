@@ -83,10 +83,10 @@ class Settings(BaseSettings):
     )
     queue_max_wait_seconds: float = Field(
         10.0, gt=0, le=600,
-        description="A request is refused at once (503 + Retry-After) when the texts queued ahead of it need longer "
-        "than 80% of this at the engine's measured pace (never with nothing queued ahead; the rest absorbs the pace's "
-        "variation), and one whose texts waited this long and none reached the engine gets 503; the time its own "
-        "batches take does not count. Below GRACEFUL_TIMEOUT_SECONDS.",
+        description="A request is refused at once (503 + Retry-After) when its wait for a request thread plus the "
+        "texts queued ahead of it at the engine's measured pace exceed 80% of this (never with nothing queued ahead; "
+        "the rest absorbs the pace's variation), and one whose texts waited this long (for a thread, then queued) and "
+        "none reached the engine gets 503; the time its own batches take does not count. Below GRACEFUL_TIMEOUT_SECONDS.",
     )
 
     # --- Redis cache -------------------------------------------------------------------------

@@ -95,9 +95,11 @@ class FixedPredictor:
         self.row = list(row)
         self.during = None
         self.seen: list[list[str]] = []
+        self.thread_waits: list[float] = []  # the wait for a request thread the HTTP layer passed with each call
 
-    def predict(self, texts) -> Prediction:
+    def predict(self, texts, waited_seconds: float = 0.0) -> Prediction:
         self.seen.append(list(texts))
+        self.thread_waits.append(waited_seconds)
         if self.during is not None:
             self.during()
         if self.error is not None:

@@ -219,6 +219,53 @@ def test_the_rest_of_the_running_batch_counts_in_the_predicted_wait(engine):
     batcher.stop()
 
 
+@pytest.mark.parametrize(("waited_for_a_thread", "admitted"), [(0.65, True), (0.75, False)])
+def test_the_wait_before_reaching_the_batcher_counts_in_admission(engine, waited_for_a_thread, admitted):
+    """0.3 s of work is queued; admission plans for 1 s (80% of 1.25 s). A request that spent
+    0.75 s waiting for a request thread would start after 1.05 s: refused at once; after 0.65 s,
+    0.95 s: admitted."""
+    batcher = Batcher(engine, max_wait_seconds=1.25)
+    batcher.cost = KnownCost(formula(0.0, 0.01, 0.0), tokens_per_second=100.0)
+    blocker = occupy_engine(batcher, engine)
+    time.sleep(0.05)  # past the running batch's predicted 0.03 s (3 tokens): only the queue counts
+    queued = batcher.submit([text_of(30, "queued")])
+    if admitted:
+        late = batcher.submit(["waited for a thread"], waited_for_a_thread)
+    else:
+        with pytest.raises(Overloaded, match=r"0\.30 s of engine time after 0\.75 s waiting for a request thread"):
+            batcher.submit(["waited for a thread"], waited_for_a_thread)
+    engine.release()
+    for future in (blocker, queued, *([late] if admitted else [])):
+        future.result(timeout=10)
+    batcher.stop()
+
+
+def test_a_request_that_waited_the_whole_limit_before_reaching_an_idle_batcher_is_shed(engine):
+    """The limit is on the whole wait before a text starts, the wait for a request thread included."""
+    batcher = Batcher(engine, max_wait_seconds=0.5)
+    with pytest.raises(Overloaded, match="queued for more than 0.5 s"):
+        batcher.submit(["waited long for a thread"], 0.6).result(timeout=10)
+    assert batcher.submit(["found a thread free"], 0.0).result(timeout=10).shape == (1, 2)
+    assert engine.batches == [["found a thread free"]]
+    batcher.stop()
+
+
+class SlowTokenizer(FakeEngine):
+    def tokenize(self, texts):
+        time.sleep(0.6)
+        return super().tokenize(texts)
+
+
+def test_a_requests_own_tokenizing_does_not_count_as_waiting():
+    """Only waiting for others counts: a request whose own texts take longer than the limit to
+    tokenize (a large request), on an idle batcher, is served."""
+    engine = SlowTokenizer()
+    batcher = Batcher(engine, max_wait_seconds=0.5)
+    np.testing.assert_array_equal(batcher.submit(["slow to tokenize"], 0.1).result(timeout=10),
+                                  engine.expected(["slow to tokenize"]))
+    batcher.stop()
+
+
 @pytest.mark.parametrize(("waited", "next_batch"), [
     (1.05, ["oldest", "other"]),  # its slack is spent: either newer text would make it start late
     (0.65, ["oldest", "new0", "other"]),  # slack for one newer text, not for two
@@ -413,7 +460,8 @@ def test_queued_work_of_exactly_the_planned_wait_is_still_admitted(engine):
     time.sleep(0.35)  # past the running batch's predicted 0.3 s (3 tokens): only the queue counts
     ahead = batcher.submit([text_of(20, "ahead")])  # 20 tokens at 10 per second: exactly 2.0 s
     at_limit = batcher.submit(["admitted"])
-    with pytest.raises(Overloaded, match=r"^the queued texts need about 2\.3 s of engine time \(admitted up to 2 s of the 2\.5 s limit\)$"):
+    message = r"^the queued texts need about 2\.30 s of engine time after 0\.00 s waiting for a request thread \(admitted up to 2 s of the 2\.5 s limit\)$"
+    with pytest.raises(Overloaded, match=message):
         batcher.submit(["refused"])  # 23 tokens ahead: 2.3 s
     engine.release()
     for future in (blocker, ahead, at_limit):

@@ -28,7 +28,7 @@ def test_gunicorn_takes_its_timeouts_threads_and_port_from_the_settings(tmp_path
         "bind": f"['0.0.0.0:{port}']", "workers": "3", "threads": "7", "timeout": "41", "graceful_timeout": "37",
         "keepalive": "17",
     }
-    assert (config["worker_class"], config["preload_app"]) == ("gthread", "False")
+    assert (config["worker_class"], config["preload_app"]) == ("model.worker.ThreadWaitWorker", "False")
 
 
 def test_the_access_log_is_off_unless_asked_for(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import app as app_module
 from model.batcher import Overloaded
 from model.settings import Settings
+from model.worker import THREAD_WAIT_KEY
 from tests.fakes import FixedPredictor
 
 LIMIT = 4096
@@ -206,6 +207,14 @@ def test_overload_is_a_503_with_retry_after_and_the_reason():
     response = client.post("/predict", json={"text": ["x"]})
     assert detail(response, 503) == "overloaded: 9 texts are queued (limit 8)"
     assert response.headers["Retry-After"] == "3"
+
+
+def test_the_wait_for_a_thread_the_server_measured_reaches_the_predictor(client, predictor):
+    """Admission counts the wait for a request thread the worker measured (model/worker.py); under
+    a server without it (this test client, another WSGI server) it is none."""
+    client.post("/predict", json={"text": ["x"]}, environ_overrides={THREAD_WAIT_KEY: 0.25})
+    client.post("/predict", json={"text": ["y"]})
+    assert predictor.thread_waits == [0.25, 0.0]
 
 
 def test_loading_then_ready_then_draining():
