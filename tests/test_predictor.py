@@ -332,3 +332,14 @@ def test_a_request_sharing_a_failed_computation_gets_the_engine_error():
     assert all("engine failure on 'doomed alone'" in str(error) for error in errors)
     assert computations_of(engine, "doomed alone") == 1
     predictor.close()
+
+
+def test_the_wait_for_a_request_thread_reaches_admission_and_none_is_counted_when_not_given(engine):
+    """With a 0.5 s limit, a request that already waited 0.6 s for a thread is shed before its
+    batch starts; the same text without a stated wait is served."""
+    predictor = make_predictor(engine, None, "thread-wait", max_wait_seconds=0.5)
+    with pytest.raises(Overloaded, match="queued for more than 0.5 s"):
+        predictor.predict(["waited too long"], waited_seconds=0.6)
+    served = predictor.predict(["waited too long"])
+    assert as_dict(served.scores[0]) == as_dict(list(zip(engine.labels, engine.expected(["waited too long"])[0].tolist())))
+    predictor.close()
