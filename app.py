@@ -360,10 +360,7 @@ def _register_routes(app: Flask) -> None:
 def predict_answer(current: ServiceState, environ: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """POST /predict: the answer's body and headers, or an ApiError / HTTPException (error_answer)."""
     texts = _parse_predict_request(current, environ)
-    if current.predictor is None:
-        raise unavailable(current.settings, "the model is still loading")
-    if current.draining:
-        raise unavailable(current.settings, "the service is shutting down")
+    _check_serving(current)
     try:
         prediction = current.predictor.predict(texts, environ.get(THREAD_WAIT_KEY, 0.0))
     except Overloaded as error:
@@ -373,6 +370,14 @@ def predict_answer(current: ServiceState, environ: dict[str, Any]) -> tuple[dict
         "model": current.predictor.model_string,
     }
     return body, {"X-Cache": prediction.cache_status}
+
+
+def _check_serving(current: ServiceState) -> None:
+    """503 + Retry-After while the model loads or the service drains (predict and /ready alike)."""
+    if current.predictor is None:
+        raise unavailable(current.settings, "the model is still loading")
+    if current.draining:
+        raise unavailable(current.settings, "the service is shutting down")
 
 
 def _parse_predict_request(current: ServiceState, environ: dict[str, Any]) -> list[str]:
@@ -486,10 +491,7 @@ def health() -> Response:
 
 def ready() -> Response:
     current = state()
-    if current.predictor is None:
-        raise unavailable(current.settings, "the model is still loading")
-    if current.draining:
-        raise unavailable(current.settings, "the service is shutting down")
+    _check_serving(current)
     return json_response(
         {"status": "ready", "model": current.predictor.model_string, "cache": current.predictor.cache_state()}
     )
